@@ -1,0 +1,3 @@
+from cloudlet.cmd.main import entry
+
+entry()

@@ -1,0 +1,210 @@
+"""Handlers of the DESIGN.md commands, one small function each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+
+from cloudlet.cmd import history as history_cmd
+from cloudlet.cmd.context import Context
+from cloudlet.cmd.graphout import write_graph
+from cloudlet.cmd.progress import PlainProgress, RichProgress
+from cloudlet.cmd.render import print_plan, print_status, print_sync
+from cloudlet.engine.sync import SyncListener, SyncOptions
+from cloudlet.errors import CloudletError
+from cloudlet.model.codec import unstructure
+from cloudlet.model.load import load_file
+from cloudlet.shepherd.status import build_status
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def context(args: argparse.Namespace) -> Iterator[Context]:
+    ctx = Context.from_args(args.state_dir, args.etcd)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        try:
+            cloudlets = load_file(path)
+        except CloudletError as err:
+            print(err.render() if hasattr(err, "render") else f"{path}: {err}", file=sys.stderr)
+            failed = True
+            continue
+        names = ", ".join(c.name for c in cloudlets)
+        out().print(f"{path}: valid ({len(cloudlets)} cloudlet{'s' * (len(cloudlets) != 1)}: "
+                    f"{names})")
+    return 1 if failed else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    cloudlets = load_file(args.file)
+    with context(args) as ctx:
+        plans = [ctx.engine(c).plan(c) for c in cloudlets]
+    if args.json:
+        docs = [p.to_json() for p in plans]
+        emit_json(docs[0] if len(docs) == 1 else docs)
+    else:
+        for plan in plans:
+            print_plan(out(), plan)
+    return 0 if all(p.empty for p in plans) else 2
+
+
+def _listener(args: argparse.Namespace) -> SyncListener:
+    if args.json:
+        return SyncListener()
+    console = out()
+    return RichProgress(console) if console.is_terminal else PlainProgress(console)
+
+
+def _confirm(question: str) -> bool:
+    sys.stdout.write(f"{question} [y/N] ")
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _install_sigterm(stop: Any) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    cloudlets = load_file(args.file)
+    if args.parallelism < 1:
+        raise CloudletError("--parallelism must be at least 1")
+    options = SyncOptions(parallelism=args.parallelism)
+    reports = []
+    with context(args) as ctx:
+        for cloudlet in cloudlets:
+            listener = _listener(args)
+            engine = ctx.engine(cloudlet, options, listener)
+            if sys.stdin.isatty() and not args.yes and not args.json:
+                plan = engine.plan(cloudlet)
+                print_plan(out(), plan)
+                if not plan.empty and not _confirm("Apply these changes?"):
+                    out().print("cancelled; nothing changed")
+                    return 1
+                listener.show_plan = False  # type: ignore[attr-defined]
+            _install_sigterm(engine.stop)
+            report = engine.sync(cloudlet)
+            getattr(listener, "close", lambda: None)()
+            reports.append(report)
+            if not args.json:
+                print_sync(out(), report)
+    if args.json:
+        docs = [r.to_json() for r in reports]
+        emit_json(docs[0] if len(docs) == 1 else docs)
+    return 0 if all(r.converged for r in reports) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with context(args) as ctx:
+        cloudlet = ctx.stored(args.name)
+        engine = ctx.engine(cloudlet)
+        expansion = engine.expansion(cloudlet)
+        actual = engine.provider.observe(cloudlet.name)
+        stored = ctx.repo.get_status(cloudlet.name) or {}
+        status = build_status(expansion, actual, at=time.time(),
+                              last_sync=stored.get("lastSync"))
+        record = ctx.repo.get_desired(cloudlet.name)
+        status["desiredRevision"] = record.revision if record else None
+    if args.json:
+        emit_json(status)
+    else:
+        print_status(out(), status)
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    with context(args) as ctx:
+        cloudlet = ctx.stored(args.name)
+        engine = ctx.engine(cloudlet, listener=_listener(argparse.Namespace(json=False)))
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CloudletError("destroy deletes every object of the cloudlet; "
+                                    "pass --yes to confirm")
+            if not _confirm(f"Delete everything cloudlet {args.name} owns?"):
+                return 1
+        _install_sigterm(engine.stop)
+        report = engine.destroy(cloudlet.name)
+        print_sync(out(), report)
+        if report.converged:
+            ctx.repo.delete_desired(cloudlet.name)
+    return 0 if report.converged else 1
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    cloudlets = load_file(args.file)
+    with context(args) as ctx:
+        plan = ctx.engine(cloudlets[0]).plan(cloudlets[0])
+    write_graph(plan, args.output)
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    cloudlets = load_file(args.file)
+    with context(args) as ctx:
+        for c in cloudlets:
+            with ctx.repo.store.lock(f"sync-{c.name}", 60.0):
+                ports = ctx.engine(c).expansion(c).port_mappings
+                rev = ctx.repo.put_desired(c.name, unstructure(c), at=time.time())
+                ctx.repo.put_ports(c.name, ports)
+            out().print(f"cloudlet {c.name}: desired state stored (revision {rev})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("validate", cmd_validate, "parse and check cloudlet files").add_argument(
+        "files", nargs="+", metavar="FILE")
+    p = add("plan", cmd_plan, "show what sync would do; store nothing")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p = add("sync", cmd_sync, "store the desired state, then apply until converged")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--parallelism", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p = add("status", cmd_status, "observed resources, drift, conditions, port mappings")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true")
+    p = add("destroy", cmd_destroy, "delete everything the cloudlet owns")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--yes", "-y", action="store_true")
+    p = add("graph", cmd_graph, "draw the plan's dependency graph")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", default="-", help="out.dot, out.svg or out.png (- = DOT)")
+    add("apply", cmd_apply, "store the desired state only").add_argument("file", metavar="FILE")
+    history_cmd.register(add)

@@ -1,0 +1,96 @@
+"""Desired-state revisions: get, history (with diffs) and rollback."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+
+from cloudlet.cmd.context import Context
+from cloudlet.errors import NotFound
+from cloudlet.model.codec import structure, unstructure
+from cloudlet.model.expand import expand
+
+
+def as_yaml(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args.state_dir, args.etcd)
+    try:
+        record = ctx.repo.get_desired(args.name)
+        if record is None:
+            raise NotFound(f"no cloudlet named {args.name!r}")
+        sys.stdout.write(f"# revision {record.revision}\n" + as_yaml(record.document))
+    finally:
+        ctx.close()
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args.state_dir, args.etcd)
+    try:
+        entries = ctx.repo.history(args.name)
+        if not entries:
+            raise NotFound(f"no history for cloudlet {args.name!r}")
+        previous = ""
+        for entry in entries:
+            when = datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            text = as_yaml(entry.document)
+            sys.stdout.write(f"revision {entry.revision}  {when}\n")
+            if previous and not args.brief:
+                diff = difflib.unified_diff(previous.splitlines(), text.splitlines(),
+                                            "before", f"revision {entry.revision}", lineterm="")
+                sys.stdout.writelines("    " + line + "\n" for line in list(diff)[2:])
+            previous = text
+    finally:
+        ctx.close()
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    ctx = Context.from_args(args.state_dir, args.etcd)
+    try:
+        entry = ctx.repo.get_revision(args.name, args.to)
+        if entry is None:
+            raise NotFound(f"cloudlet {args.name!r} has no revision {args.to}")
+        cloudlet = structure(entry.document)
+        with ctx.repo.store.lock(f"sync-{cloudlet.name}", 60.0):
+            ports = expand(cloudlet, ctx.repo.get_ports(cloudlet.name)).port_mappings
+            rev = ctx.repo.put_desired(cloudlet.name, unstructure(cloudlet), at=time.time())
+            ctx.repo.put_ports(cloudlet.name, ports)
+        print(f"cloudlet {args.name}: desired state set back to revision {args.to} "
+              f"(now revision {rev}); run 'cloudlet sync' or let the daemon act on it")
+    finally:
+        ctx.close()
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.export import export_heat
+
+    return export_heat(args)
+
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def register(add: Add) -> None:
+    add("get", cmd_get, "print the stored desired state").add_argument("name", metavar="NAME")
+    p = add("history", cmd_history, "desired-state revisions with diffs")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--brief", action="store_true", help="revisions only, no diffs")
+    p = add("rollback", cmd_rollback, "store an earlier revision as the desired state")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", type=int, required=True, metavar="REV")
+    p = add("export", cmd_export, "render the desired state for restricted sites")
+    p.add_argument("format", choices=["heat"])
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", default="-")

@@ -1,0 +1,80 @@
+"""The ``cloudlet`` command: parse arguments, run one command, map errors.
+
+Every error an operator can cause ends as a plain message and an exit
+status; a traceback is shown only with ``--verbose`` for genuine bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from cloudlet import __version__
+from cloudlet.cmd import commands, fakecmd
+from cloudlet.errors import CloudletError, SpecError
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"level": record.levelname.lower(), "logger": record.name,
+                           "message": record.getMessage(), "time": record.created})
+
+
+def setup_logging(verbose: bool, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json"
+                         else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("cloudlet")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cloudlet", description="Declarative state sync for edge "
+                                "cloudlets.")
+    p.add_argument("--version", action="version", version=f"cloudlet {__version__}")
+    p.add_argument("--state-dir", help="embedded store directory (env CLOUDLET_STATE_DIR)")
+    p.add_argument("--etcd", help="etcd endpoints HOST:PORT[,...] (env CLOUDLET_ETCD)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.register(sub)
+    fakecmd.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose, args.log_format)
+    try:
+        code: int = args.handler(args)
+        return code
+    except SpecError as err:
+        print(err.render(), file=sys.stderr)
+        return 1
+    except CloudletError as err:
+        print(f"cloudlet: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cloudlet: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as err:  # a bug: say so plainly, trace only on request
+        if args.verbose:
+            raise
+        print(f"cloudlet: internal error: {type(err).__name__}: {err} "
+              "(run with --verbose for details)", file=sys.stderr)
+        return 1
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,74 @@
+"""Applying one step through a provider: journaled, retried, idempotent.
+
+The journal entry is written before the provider is called and removed
+after it answers, so a run killed in between leaves a record of what was in
+flight; the next run re-observes and the provider adopts by tag whatever
+the killed call created, so nothing is created twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+
+from cloudlet.engine.retry import Attempts, RetryPolicy, call_with_retry
+from cloudlet.errors import ProviderError
+from cloudlet.planner import Step
+from cloudlet.providers.base import Provider
+from cloudlet.store.records import StateRepo
+
+log = logging.getLogger("cloudlet.engine")
+
+
+def _call(provider: Provider, owner: str, step: Step) -> None:
+    change = step.change
+    if step.phase == "create":
+        assert change.desired is not None
+        provider.create(owner, change.desired)
+    elif step.phase == "update":
+        assert change.desired is not None and change.current is not None
+        provider.update(owner, change.desired, change.current)
+    else:
+        assert change.current is not None
+        provider.delete(owner, change.current)
+
+
+@attrs.define
+class StepRunner:
+    """Runs steps of one cloudlet; shared by the walk's worker threads."""
+
+    owner: str
+    provider: Provider
+    repo: StateRepo
+    policy: RetryPolicy = attrs.field(factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    wallclock: Callable[[], float] = time.time
+    seed: int | None = None
+    attempts: dict[str, int] = attrs.field(factory=dict)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def __call__(self, step: Step) -> None:
+        key = self.repo.journal_begin(self.owner, step.change.id, step.phase, self.wallclock())
+        tally = Attempts()
+        rng = random.Random(f"{self.seed}:{step.change.id}") if self.seed is not None else None
+        try:
+            call_with_retry(
+                lambda: _call(self.provider, self.owner, step),
+                self.policy,
+                sleep=self.sleep,
+                rng=rng,
+                attempts=tally,
+            )
+        except ProviderError as err:
+            log.warning("%s %s failed after %d attempts: %s", step.phase, step.change.id,
+                        tally.count, err)
+            raise
+        finally:
+            with self._lock:
+                self.attempts[step.change.id] = tally.count
+            self.repo.journal_end(key)

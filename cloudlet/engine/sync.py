@@ -1,0 +1,207 @@
+"""Sync: store the desired state, then plan and apply until converged.
+
+Level-triggered like a Kubernetes controller: each round re-reads the actual
+state, plans against it and applies; the run ends when a fresh plan is empty
+(converged) or a round leaves failures (failed). A per-cloudlet lock keeps
+two runs of one cloudlet from interleaving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from cloudlet.engine.apply import StepRunner
+from cloudlet.engine.retry import RetryPolicy
+from cloudlet.engine.walk import NodeResult, WalkEvents, walk
+from cloudlet.model.codec import unstructure
+from cloudlet.model.expand import Expansion, expand
+from cloudlet.model.resources import Observed, Resource
+from cloudlet.model.spec import Cloudlet
+from cloudlet.planner import Plan, Step, plan_actions, remaining_path
+from cloudlet.providers.base import Provider
+from cloudlet.shepherd.status import build_status
+from cloudlet.store.records import StateRepo
+
+log = logging.getLogger("cloudlet.engine")
+
+
+@attrs.frozen
+class SyncOptions:
+    parallelism: int = 10
+    max_rounds: int = 4
+    lock_timeout: float = 60.0
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    seed: int | None = None
+
+
+@attrs.frozen
+class StepOutcome:
+    """One provider step as the summary reports it."""
+
+    id: str
+    op: str
+    phase: str
+    outcome: str
+    started: float | None
+    finished: float | None
+    attempts: int
+    error: str | None
+    round: int
+
+
+@attrs.define
+class SyncReport:
+    cloudlet: str
+    converged: bool = False
+    steps: list[StepOutcome] = attrs.field(factory=list)
+    plans: list[Plan] = attrs.field(factory=list)
+    wall: float = 0.0
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cloudlet": self.cloudlet,
+            "outcome": "converged" if self.converged else "failed",
+            "message": self.message,
+            "wallSeconds": round(self.wall, 4),
+            "rounds": len(self.plans),
+            "actions": [
+                {"id": s.id, "op": s.op, "phase": s.phase, "outcome": s.outcome,
+                 "started": s.started, "finished": s.finished, "attempts": s.attempts,
+                 "error": s.error, "round": s.round}
+                for s in self.steps
+            ],
+        }
+
+
+class SyncListener:
+    """Progress hooks; the command line renders them, tests may record them."""
+
+    def plan_ready(self, plan: Plan, round_no: int) -> None: ...
+    def step_started(self, step: Step) -> None: ...
+    def step_finished(self, step: Step, result: NodeResult) -> None: ...
+
+
+@attrs.define
+class Engine:
+    """Sequences every effect of a sync; the only stateful layer."""
+
+    repo: StateRepo
+    provider: Provider
+    options: SyncOptions = attrs.field(factory=SyncOptions)
+    listener: SyncListener = attrs.field(factory=SyncListener)
+    clock: Callable[[], float] = time.monotonic
+    wallclock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    stop: threading.Event = attrs.field(factory=threading.Event)
+
+    def expansion(self, cloudlet: Cloudlet) -> Expansion:
+        return expand(cloudlet, self.repo.get_ports(cloudlet.name))
+
+    def plan(self, cloudlet: Cloudlet) -> Plan:
+        """What sync would do now; stores nothing."""
+        resources = self.expansion(cloudlet).resources
+        return plan_actions(cloudlet.name, resources, self.provider.observe(cloudlet.name))
+
+    def sync(self, cloudlet: Cloudlet) -> SyncReport:
+        name = cloudlet.name
+        with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
+            expansion = self.expansion(cloudlet)
+            self.repo.put_desired(name, unstructure(cloudlet), at=self.wallclock())
+            self.repo.put_ports(name, expansion.port_mappings)
+            return self._converge(name, expansion, expansion.resources)
+
+    def destroy(self, name: str) -> SyncReport:
+        with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
+            empty = Expansion(name, (), ())
+            report = self._converge(name, empty, ())
+            if report.converged:
+                self.repo.forget(name)
+            return report
+
+    def _converge(
+        self, name: str, expansion: Expansion, desired: Sequence[Resource]
+    ) -> SyncReport:
+        t0 = self.clock()
+        report = SyncReport(name)
+        self._recover_journal(name)
+        actual: list[Observed] = []
+        for round_no in range(1, self.options.max_rounds + 1):
+            actual = self.provider.observe(name)
+            plan = plan_actions(name, desired, actual)
+            if plan.empty:
+                report.converged = True
+                report.message = "converged" if round_no > 1 else "no changes"
+                break
+            report.plans.append(plan)
+            self.listener.plan_ready(plan, round_no)
+            failed = self._apply(plan, report, round_no, t0)
+            if failed or self.stop.is_set():
+                report.message = f"{failed} actions failed" if failed else "interrupted"
+                actual = self.provider.observe(name)
+                break
+        else:
+            report.message = f"not converged after {self.options.max_rounds} rounds"
+        report.wall = self.clock() - t0
+        self._record(name, expansion, actual, report)
+        return report
+
+    def _apply(self, plan: Plan, report: SyncReport, round_no: int, t0: float) -> int:
+        runner = StepRunner(name_of(plan), self.provider, self.repo, self.options.retry,
+                            self.sleep, self.wallclock, self.options.seed)
+        events = WalkEvents(
+            started=lambda key: self.listener.step_started(plan.step(key)),
+            finished=lambda res: self.listener.step_finished(plan.step(res.key), res),
+        )
+        offset = self.clock() - t0
+        results = walk(
+            plan.graph,
+            lambda key: runner(plan.step(key)),
+            parallelism=self.options.parallelism,
+            priority=remaining_path(plan.graph, {}),
+            events=events,
+            clock=self.clock,
+            stop=self.stop,
+        )
+        failed = 0
+        for key, res in sorted(results.items()):
+            step = plan.step(key)
+            failed += res.outcome != "ok"
+            report.steps.append(StepOutcome(
+                step.change.id, step.change.op, step.phase, res.outcome,
+                _shift(res.started, offset), _shift(res.finished, offset),
+                runner.attempts.get(step.change.id, 0), res.error, round_no,
+            ))
+        return failed
+
+    def _recover_journal(self, name: str) -> None:
+        pending = self.repo.journal_pending(name)
+        if pending:
+            log.warning("%s: %d actions were in flight when a previous run stopped (%s); "
+                        "re-observing and adopting by tag", name, len(pending),
+                        ", ".join(sorted(p.action_id for p in pending)[:5]))
+            self.repo.journal_clear(name)
+
+    def _record(
+        self, name: str, expansion: Expansion, actual: Sequence[Observed], report: SyncReport
+    ) -> None:
+        at = self.wallclock()
+        last = {"at": at, "outcome": "converged" if report.converged else "failed",
+                "message": report.message, "wallSeconds": round(report.wall, 4)}
+        if not expansion.resources and report.converged:
+            return
+        self.repo.put_status(name, build_status(expansion, actual, at=at, last_sync=last))
+
+
+def name_of(plan: Plan) -> str:
+    return plan.cloudlet
+
+
+def _shift(value: float | None, offset: float) -> float | None:
+    return None if value is None else round(value + offset, 4)

@@ -1,0 +1,64 @@
+"""The small error hierarchy every layer shares.
+
+It sits outside the layers so that the pure core can raise the same errors
+the shell catches; the command line maps each to a message and an exit
+status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+class CloudletError(Exception):
+    """Base of every error the command line reports as a plain message."""
+
+
+@attrs.frozen
+class Location:
+    """Where in an input file a problem sits (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class SpecError(CloudletError):
+    """The desired-state input is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[tuple[Location | None, str]]) -> None:
+        self.problems = sorted(
+            problems,
+            key=lambda p: (p[0].file, p[0].line, p[0].col) if p[0] else ("", 0, 0),
+        )
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(f"{loc}: {msg}" if loc else msg for loc, msg in self.problems)
+
+
+class PlanError(CloudletError):
+    """The actions cannot be ordered (for example, a dependency cycle)."""
+
+
+class ProviderError(CloudletError):
+    """An orchestrator call failed; ``transient`` ones are worth retrying."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ConflictError(CloudletError):
+    """A compare-and-swap write lost: somebody else changed the key first."""
+
+
+class LockTimeout(CloudletError):
+    """Another process holds the cloudlet's lock for longer than we wait."""
+
+
+class NotFound(CloudletError):
+    """A named cloudlet or object does not exist."""

@@ -1,0 +1,16 @@
+"""Diff desired against actual and order the result; pure and deterministic."""
+
+from cloudlet.planner.diff import Change, diff
+from cloudlet.planner.graph import Step, build_graph, remaining_path
+from cloudlet.planner.plan import Action, Plan, plan_actions
+
+__all__ = [
+    "Action",
+    "Change",
+    "Plan",
+    "Step",
+    "build_graph",
+    "diff",
+    "plan_actions",
+    "remaining_path",
+]

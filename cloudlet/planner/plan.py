@@ -1,0 +1,77 @@
+"""The plan: ordered, explained actions plus the step graph the engine runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import networkx as nx
+
+from cloudlet.model.resources import Observed, Resource
+from cloudlet.planner.diff import Change, Op, diff
+from cloudlet.planner.graph import Step, build_graph, ordered_steps
+
+
+@attrs.frozen
+class Action:
+    """One resource's change as operators read it (a replace is one action)."""
+
+    op: Op
+    id: str
+    reason: str
+    after: tuple[str, ...]
+    change: Change = attrs.field(eq=False, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"op": self.op, "id": self.id, "reason": self.reason, "after": list(self.after)}
+
+
+@attrs.frozen(eq=False)
+class Plan:
+    cloudlet: str
+    actions: tuple[Action, ...]
+    graph: nx.DiGraph = attrs.field(repr=False)
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def step(self, key: str) -> Step:
+        step: Step = self.graph.nodes[key]["step"]
+        return step
+
+    def counts(self) -> dict[str, int]:
+        out = {"create": 0, "update": 0, "replace": 0, "delete": 0}
+        for a in self.actions:
+            out[a.op] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cloudlet": self.cloudlet, "actions": [a.to_json() for a in self.actions]}
+
+
+def _action_key(change: Change) -> str:
+    uid = change.current.uid if change.duplicate and change.current else ""
+    return f"{change.id}@{uid}" if uid else change.id
+
+
+def _actions(graph: nx.DiGraph) -> tuple[Action, ...]:
+    seen: dict[str, Change] = {}
+    after: dict[str, set[str]] = {}
+    for key in ordered_steps(graph):
+        step: Step = graph.nodes[key]["step"]
+        akey = _action_key(step.change)
+        seen.setdefault(akey, step.change)
+        preds = {graph.nodes[p]["step"].change.id for p in graph.predecessors(key)}
+        after.setdefault(akey, set()).update(preds - {step.change.id})
+    return tuple(
+        Action(c.op, c.id, c.reason, tuple(sorted(after[k])), c) for k, c in seen.items()
+    )
+
+
+def plan_actions(name: str, desired: Sequence[Resource], actual: Iterable[Observed]) -> Plan:
+    """Same inputs, same plan: the order depends only on ids and dependencies."""
+    changes = diff(desired, sorted(actual, key=lambda o: (o.id or "", o.uid)))
+    graph = build_graph(changes)
+    return Plan(name, _actions(graph), graph)

@@ -1,0 +1,34 @@
+"""The Provider seam: the only way the engine touches an orchestrator.
+
+Every call is idempotent, because the engine retries and may crash at any
+point: ``create`` of an id that already exists (tagged with the same owner
+and id) adopts and returns it; ``delete`` of a missing object succeeds.
+Providers raise ``ProviderError`` (transient or permanent) and never leak
+their SDK's types.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cloudlet.model.resources import Observed, Resource
+
+
+class Provider(Protocol):
+    def observe(self, owner: str) -> list[Observed]:
+        """Every object tagged with ``owner``, in one pass."""
+        ...
+
+    def create(self, owner: str, resource: Resource) -> Observed:
+        """Create (or adopt, if already tagged) the object for ``resource``."""
+        ...
+
+    def update(self, owner: str, resource: Resource, current: Observed) -> Observed:
+        """Change the mutable attributes of ``current`` to match ``resource``."""
+        ...
+
+    def delete(self, owner: str, current: Observed) -> None:
+        """Delete ``current``; an object that is already gone is success."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""OpenStack support. The Heat renderer is pure; the SDK provider comes later."""

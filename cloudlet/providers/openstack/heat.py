@@ -1,0 +1,121 @@
+"""Render an expansion as a Heat (HOT) template for sites whose API is internal.
+
+The operator runs the template inside the site; it holds the same resources
+and dependencies the engine would create, tagged the same way, so a later
+switch to the engine adopts them instead of duplicating them. Objects with no
+Neutron/Nova counterpart (k8s nodes, LB records, listeners) become
+``OS::Heat::Value`` resources carrying their attributes and dependencies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from cloudlet.model.expand import EXTERNAL, Expansion
+from cloudlet.model.resources import Resource
+
+HEAT_VERSION = "2018-08-31"
+
+
+def heat_name(rid: str) -> str:
+    kind, _, name = rid.partition("/")
+    return re.sub(r"[^A-Za-z0-9-]", "_", f"{kind}__{name}")
+
+
+def _ref(rid: str) -> dict[str, str]:
+    return {"get_resource": heat_name(rid)}
+
+
+def _ip_of(rid: str) -> dict[str, list[Any]]:
+    return {"get_attr": [heat_name(rid), "fixed_ips", 0, "ip_address"]}
+
+
+def _network_of(r: Resource, subnets: dict[str, str]) -> Any:
+    if r.attrs.get("network") == EXTERNAL:
+        return {"get_param": "external_network"}
+    return _ref(subnets[str(r.attrs["subnet"])])
+
+
+def _port(r: Resource, subnets: dict[str, str], tags: list[str]) -> dict[str, Any]:
+    props: dict[str, Any] = {"name": r.id, "network": _network_of(r, subnets), "tags": tags}
+    if r.attrs.get("subnet"):
+        props["fixed_ips"] = [{"subnet": _ref(str(r.attrs["subnet"]))}]
+    groups = r.attrs.get("securityGroups") or ()
+    if groups:
+        props["security_groups"] = [_ref(g) for g in groups]  # type: ignore[union-attr]
+    pairs = r.attrs.get("allowedAddressPairs") or ()
+    if pairs:
+        props["allowed_address_pairs"] = [{"ip_address": _ip_of(v)} for v in pairs]  # type: ignore[union-attr]
+    return {"type": "OS::Neutron::Port", "properties": props}
+
+
+def _rules(r: Resource) -> list[dict[str, Any]]:
+    rules = []
+    for text in r.attrs.get("rules") or ():  # type: ignore[union-attr]
+        direction, protocol, ports, remote = str(text).split(" ")
+        rule: dict[str, Any] = {"direction": direction, "remote_ip_prefix": remote}
+        if protocol != "any":
+            rule["protocol"] = protocol
+        if ports != "-":
+            low, _, high = ports.partition("-")
+            rule["port_range_min"], rule["port_range_max"] = int(low), int(high or low)
+        rules.append(rule)
+    return rules
+
+
+def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
+    tags = [f"cloudlet-owner={owner}", f"cloudlet-id={r.id}"]
+    kind = r.kind
+    simple: dict[str, Callable[[], dict[str, Any]]] = {
+        "network": lambda: {"type": "OS::Neutron::Net", "properties": {"name": r.id, "tags": tags}},
+        "subnet": lambda: {"type": "OS::Neutron::Subnet", "properties": {
+            "name": r.id, "network": _ref(str(r.attrs["network"])),
+            "cidr": r.attrs["cidr"], "tags": tags}},
+        "router": lambda: {"type": "OS::Neutron::Router", "properties": {
+            "name": r.id, "external_gateway_info": {"network": {"get_param": "external_network"}},
+            "tags": tags}},
+        "security-group": lambda: {"type": "OS::Neutron::SecurityGroup", "properties": {
+            "name": r.id, "rules": _rules(r)}},
+        "port": lambda: _port(r, subnets, tags),
+        "vip": lambda: _port(r, subnets, tags),
+        "vm": lambda: {"type": "OS::Nova::Server", "properties": {
+            "name": r.id, "image": r.attrs["image"], "flavor": r.attrs["flavor"],
+            "networks": [{"port": _ref(p)} for p in r.attrs["ports"]],  # type: ignore[union-attr]
+            "metadata": {"cloudlet-owner": owner, "cloudlet-id": r.id}}},
+        "floating-ip": lambda: {"type": "OS::Neutron::FloatingIP", "properties": {
+            "floating_network": {"get_param": "external_network"},
+            "port_id": _ref(str(r.attrs["target"]))}},
+    }
+    if kind in simple:
+        return simple[kind]()
+    value = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(r.attrs.items())}
+    return {"type": "OS::Heat::Value", "properties": {"type": "json", "value": {
+        "cloudlet-owner": owner, "cloudlet-id": r.id, **value}}}
+
+
+def render_heat(expansion: Expansion, external_network: str = "public") -> dict[str, Any]:
+    subnets = {f"subnet/{r.name}": r.id for r in expansion.resources if r.kind == "subnet"}
+    resources: dict[str, Any] = {}
+    for r in expansion.resources:
+        body = _render(r, expansion.cloudlet, subnets)
+        if r.deps:
+            body["depends_on"] = [heat_name(d) for d in r.deps]
+        resources[heat_name(r.id)] = body
+        if r.kind == "router":
+            for i, sub in enumerate(r.attrs.get("interfaces") or ()):  # type: ignore[union-attr]
+                resources[f"{heat_name(r.id)}__if{i}"] = {
+                    "type": "OS::Neutron::RouterInterface",
+                    "properties": {"router": _ref(r.id), "subnet": _ref(sub)},
+                }
+    return {
+        "heat_template_version": HEAT_VERSION,
+        "description": f"cloudlet {expansion.cloudlet}, rendered by cloudlet export heat",
+        "parameters": {"external_network": {"type": "string", "default": external_network,
+                                            "description": "the site's external network"}},
+        "resources": resources,
+        "outputs": {m.load_balancer + "_" + m.target + "_" + str(m.port): {
+            "description": f"{m.protocol}/{m.port} of {m.target} on LB {m.load_balancer}",
+            "value": m.public_port} for m in expansion.port_mappings},
+    }

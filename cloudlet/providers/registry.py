@@ -1,0 +1,26 @@
+"""Which Provider serves a platform type; the one place that knows them all."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cloudlet.errors import CloudletError
+from cloudlet.model.spec import Platform
+from cloudlet.providers.base import Provider
+
+
+def make_provider(platform: Platform, state_dir: Path) -> Provider:
+    if platform.type == "fake":
+        from cloudlet.providers.fake import FakeProvider
+
+        return FakeProvider(
+            state_dir,
+            latency_ms=platform.latency_ms,
+            jitter_ms=platform.jitter_ms,
+            failure_rate=platform.failure_rate,
+            seed=platform.seed,
+        )
+    raise CloudletError(
+        f"platform type {platform.type!r} is not available in this build yet; "
+        "only 'fake' is (the OpenStack and vSphere providers are in progress)"
+    )

@@ -1,0 +1,58 @@
+"""The Store seam: a revisioned key-value space with compare-and-swap.
+
+It is deliberately etcd-shaped (one global revision, per-key mod revisions,
+prefix listing, CAS on a key's revision) so that the embedded SQLite store
+and the etcd store are interchangeable behind it. Typed records
+(desired specs, observed state, journal, port allocations) are layered on top
+in ``cloudlet.store.records``, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import attrs
+
+
+@attrs.frozen
+class Entry:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+class Store(Protocol):
+    def get(self, key: str) -> Entry | None: ...
+
+    def put(self, key: str, value: bytes, *, expect_revision: int | None = None) -> int:
+        """Write ``key``; with ``expect_revision`` only if its mod revision
+        still equals it (0 means: only if absent). Returns the new revision;
+        raises ``ConflictError`` when the expectation fails."""
+        ...
+
+    def delete(self, key: str, *, expect_revision: int | None = None) -> bool:
+        """Remove ``key``; returns whether it existed."""
+        ...
+
+    def list(self, prefix: str) -> list[Entry]:
+        """Entries whose key starts with ``prefix``, in key order."""
+        ...
+
+    def revision(self) -> int:
+        """The store's current global revision."""
+        ...
+
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
+        """Hold ``name`` exclusively across processes; raises ``LockTimeout``
+        after ``timeout`` seconds. Released if the holder dies."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def iter_keys(store: Store, prefix: str) -> Iterator[str]:
+    for entry in store.list(prefix):
+        yield entry.key

@@ -1,0 +1,289 @@
+"""Typed records of the engine's state, on top of any ``Store``.
+
+The Store is a plain revisioned key-value space; this module decides what
+lives where, so the SQLite and etcd stores hold the same layout and tools can
+read either. Every value is compact JSON (sorted keys) in UTF-8.
+
+Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
+
+    /cloudlet/desired/<name>                 {"document": {...}, "at": t}
+    /cloudlet/history/<name>/<rev:020d>      {"document": {...}, "at": t}
+    /cloudlet/observed/<name>                {...}   raw observation snapshot
+    /cloudlet/status/<name>                  {...}   what `cloudlet status` shows
+    /cloudlet/ports/<name>                   [PortMapping, ...]
+    /cloudlet/journal/<name>/<action-key>    {"action_id", "op", "at"}
+
+- ``desired`` is the operator's spec as a JSON document; its key's mod
+  revision is the document's revision (what ``history`` and ``rollback --to``
+  name).
+- ``history`` entries are immutable, keyed by the revision of the desired
+  write they record, zero-padded so key order is revision order. They
+  survive ``forget`` so a destroyed cloudlet's past can still be read.
+  Because desired and its history entry are two writes, a crash between them
+  could lose an entry; the desired value carries its own timestamp so the
+  missing entry is rebuilt (``_backfill``) before the next overwrite or
+  delete, and ``history`` reports the current revision regardless.
+- ``journal`` holds actions that were started and not yet finished; after a
+  crash the engine finds them here and re-observes those resources before
+  retrying. ``<action-key>`` is the action id with ``/`` percent-quoted.
+
+No value holds a secret: documents, observations, port numbers and journal
+entries are all things an operator may print. Credentials stay with the
+orchestrator configuration (clouds.yaml and the like), never in the store,
+which may be a shared etcd readable by every replica.
+
+Timestamps are arguments (``at``): this module reads no clock, so tests and
+the engine decide what "now" is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import cattrs
+
+from cloudlet.errors import ConflictError
+from cloudlet.model.ports import PortMapping
+from cloudlet.store.base import Entry, Store
+
+ROOT = "/cloudlet"
+DESIRED = f"{ROOT}/desired/"
+HISTORY = f"{ROOT}/history/"
+OBSERVED = f"{ROOT}/observed/"
+STATUS = f"{ROOT}/status/"
+PORTS = f"{ROOT}/ports/"
+JOURNAL = f"{ROOT}/journal/"
+
+_CAS_ATTEMPTS = 16
+_converter = cattrs.Converter()
+
+
+@attrs.frozen
+class DesiredRecord:
+    name: str
+    document: dict[str, Any]
+    revision: int
+
+
+@attrs.frozen
+class HistoryRecord:
+    revision: int
+    document: dict[str, Any]
+    at: float
+
+
+@attrs.frozen
+class JournalEntry:
+    action_id: str
+    op: str
+    at: float
+    key: str
+
+
+def encode(value: Any) -> bytes:
+    """Canonical JSON, so equal documents are equal bytes (the no-op check)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode(raw: bytes) -> Any:
+    return json.loads(raw.decode())
+
+
+def _check_name(name: str) -> str:
+    if not name or "/" in name:
+        raise ValueError(f"invalid cloudlet name {name!r} for a store key")
+    return name
+
+
+def history_key(name: str, revision: int) -> str:
+    return f"{HISTORY}{_check_name(name)}/{revision:020d}"
+
+
+def journal_key(name: str, action_id: str) -> str:
+    return f"{JOURNAL}{_check_name(name)}/{quote(action_id, safe='')}"
+
+
+class StateRepo:
+    """The engine's view of the store: desired state with history, observed
+    state and status, LB port allocations, and the action journal."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
+        """Exclusive right to sync cloudlet ``name`` (one sync at a time)."""
+        return self.store.lock(_check_name(name), timeout)
+
+    # -- desired state and its history --------------------------------------
+
+    def put_desired(
+        self,
+        name: str,
+        document: dict[str, Any],
+        *,
+        at: float,
+        expect_revision: int | None = None,
+    ) -> int:
+        """Store ``document`` as the desired state; returns its revision.
+
+        An unchanged document is a no-op returning the current revision, so
+        re-applying the same file does not grow the history. Without
+        ``expect_revision`` the write still uses CAS internally (retrying on
+        a race) so that no revision ever escapes the history.
+        """
+        key = DESIRED + _check_name(name)
+        value = encode({"document": document, "at": at})
+        for _ in range(_CAS_ATTEMPTS):
+            current = self.store.get(key)
+            current_rev = current.mod_revision if current else 0
+            if expect_revision is not None and expect_revision != current_rev:
+                raise ConflictError(
+                    f"desired state of {name} changed: expected revision "
+                    f"{expect_revision}, found {current_rev}"
+                )
+            if current is not None:
+                if encode(decode(current.value)["document"]) == encode(document):
+                    return current.mod_revision
+                self._backfill(name, current)
+            try:
+                rev = self.store.put(key, value, expect_revision=current_rev)
+            except ConflictError:
+                if expect_revision is not None:
+                    raise
+                continue
+            self._put_history(name, rev, value)
+            return rev
+        raise ConflictError(f"desired state of {name} kept changing; gave up writing it")
+
+    def get_desired(self, name: str) -> DesiredRecord | None:
+        entry = self.store.get(DESIRED + _check_name(name))
+        return _desired(name, entry) if entry else None
+
+    def list_desired(self) -> list[DesiredRecord]:
+        return [_desired(e.key[len(DESIRED) :], e) for e in self.store.list(DESIRED)]
+
+    def delete_desired(self, name: str) -> bool:
+        """Remove the desired state (its history stays); whether it existed."""
+        key = DESIRED + _check_name(name)
+        current = self.store.get(key)
+        if current is None:
+            return False
+        self._backfill(name, current)
+        return self.store.delete(key)
+
+    def history(self, name: str) -> list[HistoryRecord]:
+        """Every stored revision of the desired state, oldest first."""
+        records = [_history(e) for e in self.store.list(f"{HISTORY}{_check_name(name)}/")]
+        current = self.store.get(DESIRED + name)
+        if current is not None and all(r.revision != current.mod_revision for r in records):
+            records.append(_history(current))
+        return records
+
+    def get_revision(self, name: str, revision: int) -> HistoryRecord | None:
+        entry = self.store.get(history_key(name, revision))
+        if entry is None:
+            current = self.store.get(DESIRED + name)
+            if current is not None and current.mod_revision == revision:
+                entry = current
+        return _history(entry) if entry else None
+
+    def _backfill(self, name: str, current: Entry) -> None:
+        """Make sure the revision about to be replaced is in the history."""
+        if self.store.get(history_key(name, current.mod_revision)) is None:
+            self._put_history(name, current.mod_revision, current.value)
+
+    def _put_history(self, name: str, revision: int, value: bytes) -> None:
+        # A conflict means someone recorded this same immutable revision already.
+        with contextlib.suppress(ConflictError):
+            self.store.put(history_key(name, revision), value, expect_revision=0)
+
+    # -- observed state, status and ports -----------------------------------
+
+    def put_observed(self, name: str, observed: dict[str, Any]) -> int:
+        return self.store.put(OBSERVED + _check_name(name), encode(observed))
+
+    def get_observed(self, name: str) -> dict[str, Any] | None:
+        return self._get_dict(OBSERVED + _check_name(name))
+
+    def put_status(self, name: str, status: dict[str, Any]) -> int:
+        return self.store.put(STATUS + _check_name(name), encode(status))
+
+    def get_status(self, name: str) -> dict[str, Any] | None:
+        return self._get_dict(STATUS + _check_name(name))
+
+    def put_ports(self, name: str, mappings: Iterable[PortMapping]) -> int:
+        data = _converter.unstructure(list(mappings), list[PortMapping])
+        return self.store.put(PORTS + _check_name(name), encode(data))
+
+    def get_ports(self, name: str) -> tuple[PortMapping, ...]:
+        """Allocations kept from the last sync; empty if none were made."""
+        data = self._get_json(PORTS + _check_name(name))
+        if not data:
+            return ()
+        return tuple(_converter.structure(data, list[PortMapping]))
+
+    def _get_json(self, key: str) -> Any:
+        entry = self.store.get(key)
+        return decode(entry.value) if entry else None
+
+    def _get_dict(self, key: str) -> dict[str, Any] | None:
+        value = self._get_json(key)
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"store key {key!r} holds {type(value).__name__}, not an object")
+        return value
+
+    # -- journal of in-flight actions ---------------------------------------
+
+    def journal_begin(self, name: str, action_id: str, op: str, at: float) -> str:
+        """Record that an action started; returns the key ``journal_end`` takes."""
+        key = journal_key(name, action_id)
+        self.store.put(key, encode({"action_id": action_id, "op": op, "at": at}))
+        return key
+
+    def journal_end(self, key: str) -> None:
+        if not key.startswith(JOURNAL):
+            raise ValueError(f"not a journal key: {key!r}")
+        self.store.delete(key)
+
+    def journal_pending(self, name: str) -> list[JournalEntry]:
+        """Actions begun and never ended (in flight, or cut off by a crash)."""
+        entries = []
+        for e in self.store.list(f"{JOURNAL}{_check_name(name)}/"):
+            data = decode(e.value)
+            entries.append(JournalEntry(data["action_id"], data["op"], float(data["at"]), e.key))
+        return sorted(entries, key=lambda j: (j.at, j.key))
+
+    def journal_clear(self, name: str) -> None:
+        for e in self.store.list(f"{JOURNAL}{_check_name(name)}/"):
+            self.store.delete(e.key)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def forget(self, name: str) -> None:
+        """Drop everything kept for a destroyed cloudlet except its history,
+        so ``cloudlet history`` can still explain what it was."""
+        self.delete_desired(name)
+        for prefix in (OBSERVED, STATUS, PORTS):
+            self.store.delete(prefix + name)
+        self.journal_clear(name)
+
+
+def _desired(name: str, entry: Entry) -> DesiredRecord:
+    return DesiredRecord(name, decode(entry.value)["document"], entry.mod_revision)
+
+
+def _history(entry: Entry) -> HistoryRecord:
+    data = decode(entry.value)
+    # A history key's own mod revision is a later write; the recorded
+    # revision is the one in the key (or the desired key's mod revision).
+    if entry.key.startswith(HISTORY):
+        revision = int(entry.key.rsplit("/", 1)[1])
+    else:
+        revision = entry.mod_revision
+    return HistoryRecord(revision, data["document"], float(data["at"]))

@@ -1,0 +1,446 @@
+"""The Store contract: what every Store implementation must do.
+
+A test module binds the cases to its store under a ``Test*`` name, either by
+subclassing ``StoreContract`` (overriding the static ``make_store`` and
+``caps``; mypy-friendly) or with ``store_contract_tests(make_store, caps=...)``,
+which returns such a class; so the SQLite store and the etcd store run the
+very same cases. ``make_store(path)`` must return a store whose
+data is scoped to ``path`` (a fresh temporary directory per test): the SQLite
+store keeps its file there, a networked store can derive a key namespace or
+lock prefix from it. Calling it twice with the same path must give two
+handles on the same data, like two processes would have.
+
+The assertions stay etcd-compatible: revisions are compared, never expected
+to start at a particular number.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+import cloudlet
+from cloudlet.errors import ConflictError, LockTimeout
+from cloudlet.model.ports import PortMapping
+from cloudlet.store.base import Store
+from cloudlet.store.records import StateRepo
+
+SHORT = 0.2  # lock timeouts the tests expect to expire
+PATIENT = 5.0  # lock timeouts the tests expect to be met
+
+
+@attrs.frozen
+class StoreCaps:
+    """What the suite needs to know beyond ``make_store``.
+
+    ``child_factory`` is ``"module:callable"``, a callable taking the same
+    path as ``make_store``, importable in a fresh interpreter: the SIGKILL test
+    takes the lock in a real child process. None skips that test.
+    ``dead_holder_release_s`` bounds how long a killed holder's lock may
+    linger (immediate for flock, a lease TTL for etcd).
+    """
+
+    child_factory: str | None = None
+    dead_holder_release_s: float = 5.0
+    lock_reports_pid: bool = True
+
+
+_CHILD = """
+import importlib, sys, time
+from pathlib import Path
+module, _, attr = sys.argv[1].partition(":")
+store = getattr(importlib.import_module(module), attr)(Path(sys.argv[2]))
+with store.lock(sys.argv[3], 10.0):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold_in_thread(store: Store, name: str) -> tuple[threading.Event, threading.Thread]:
+    """Take ``name`` in another thread; returns the event that releases it."""
+    held, release = threading.Event(), threading.Event()
+
+    def run() -> None:
+        with store.lock(name, PATIENT):
+            held.set()
+            release.wait(PATIENT * 2)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert held.wait(PATIENT), "holder thread never got the lock"
+    return release, thread
+
+
+class StoreContract:
+    """The cases; bound to a store by ``store_contract_tests``, not collected
+    itself (its name does not start with ``Test``)."""
+
+    caps: StoreCaps = StoreCaps()
+
+    @staticmethod
+    def make_store(path: Path) -> Store:
+        raise NotImplementedError("bind with store_contract_tests()")
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[Store]:
+        s = self.make_store(tmp_path)
+        yield s
+        s.close()
+
+    @pytest.fixture
+    def other(self, tmp_path: Path) -> Iterator[Store]:
+        """A second handle on the same data, as another process has."""
+        s = self.make_store(tmp_path)
+        yield s
+        s.close()
+
+    @pytest.fixture
+    def repo(self, store: Store) -> StateRepo:
+        return StateRepo(store)
+
+    # -- basic key-value --------------------------------------------------
+
+    def test_get_missing_is_none(self, store: Store) -> None:
+        assert store.get("/t/missing") is None
+
+    def test_put_get_roundtrip_bytes(self, store: Store) -> None:
+        for key, value in [("/t/a", b"hello"), ("/t/empty", b""), ("/t/bin", b"\x00\xff\x80")]:
+            rev = store.put(key, value)
+            entry = store.get(key)
+            assert entry is not None
+            assert (entry.key, entry.value, entry.mod_revision) == (key, value, rev)
+
+    def test_put_overwrites(self, store: Store) -> None:
+        store.put("/t/a", b"1")
+        store.put("/t/a", b"2")
+        entry = store.get("/t/a")
+        assert entry is not None and entry.value == b"2"
+
+    def test_delete(self, store: Store) -> None:
+        store.put("/t/a", b"1")
+        assert store.delete("/t/a") is True
+        assert store.get("/t/a") is None
+        assert store.delete("/t/a") is False
+
+    def test_other_handle_sees_writes(self, store: Store, other: Store) -> None:
+        rev = store.put("/t/shared", b"x")
+        entry = other.get("/t/shared")
+        assert entry is not None and entry.value == b"x" and entry.mod_revision == rev
+
+    # -- revisions --------------------------------------------------------
+
+    def test_revisions_monotonic_and_global(self, store: Store) -> None:
+        start = store.revision()
+        r1 = store.put("/t/a", b"1")
+        r2 = store.put("/t/b", b"1")
+        r3 = store.put("/t/a", b"2")
+        assert start < r1 < r2 < r3 <= store.revision()
+        b = store.get("/t/b")
+        assert b is not None and b.mod_revision == r2
+
+    def test_delete_advances_revision(self, store: Store) -> None:
+        r1 = store.put("/t/a", b"1")
+        store.delete("/t/a")
+        assert store.revision() > r1
+        assert store.put("/t/b", b"1") > r1 + 1
+
+    def test_create_and_mod_revision(self, store: Store) -> None:
+        r1 = store.put("/t/a", b"1")
+        r2 = store.put("/t/a", b"2")
+        entry = store.get("/t/a")
+        assert entry is not None
+        assert (entry.create_revision, entry.mod_revision) == (r1, r2)
+        store.delete("/t/a")
+        r3 = store.put("/t/a", b"3")
+        entry = store.get("/t/a")
+        assert entry is not None
+        assert entry.create_revision == entry.mod_revision == r3
+
+    # -- compare-and-swap -------------------------------------------------
+
+    def test_cas_create_only_if_absent(self, store: Store) -> None:
+        rev = store.put("/t/a", b"1", expect_revision=0)
+        with pytest.raises(ConflictError) as err:
+            store.put("/t/a", b"2", expect_revision=0)
+        assert "/t/a" in str(err.value) and str(rev) in str(err.value)
+        entry = store.get("/t/a")
+        assert entry is not None and entry.value == b"1"
+
+    def test_cas_success_and_stale(self, store: Store) -> None:
+        r1 = store.put("/t/a", b"1")
+        r2 = store.put("/t/a", b"2", expect_revision=r1)
+        with pytest.raises(ConflictError) as err:
+            store.put("/t/a", b"3", expect_revision=r1)
+        message = str(err.value)
+        assert "/t/a" in message and str(r1) in message and str(r2) in message
+        entry = store.get("/t/a")
+        assert entry is not None and entry.value == b"2"
+
+    def test_cas_on_missing_key_with_revision_conflicts(self, store: Store) -> None:
+        with pytest.raises(ConflictError):
+            store.put("/t/a", b"1", expect_revision=7)
+        assert store.get("/t/a") is None
+
+    def test_failed_cas_writes_nothing(self, store: Store) -> None:
+        rev = store.put("/t/a", b"1")
+        before = store.revision()
+        with pytest.raises(ConflictError):
+            store.put("/t/a", b"2", expect_revision=rev + 1000)
+        assert store.revision() == before
+
+    def test_lost_update_between_two_writers(self, store: Store, other: Store) -> None:
+        store.put("/t/counter", b"0")
+        seen_a, seen_b = store.get("/t/counter"), other.get("/t/counter")
+        assert seen_a is not None and seen_b is not None
+        store.put("/t/counter", b"1", expect_revision=seen_a.mod_revision)
+        with pytest.raises(ConflictError):
+            other.put("/t/counter", b"1", expect_revision=seen_b.mod_revision)
+        fresh = other.get("/t/counter")
+        assert fresh is not None and fresh.value == b"1"
+        other.put("/t/counter", b"2", expect_revision=fresh.mod_revision)
+        final = store.get("/t/counter")
+        assert final is not None and final.value == b"2"
+
+    def test_delete_with_expectation(self, store: Store) -> None:
+        r1 = store.put("/t/a", b"1")
+        r2 = store.put("/t/a", b"2")
+        with pytest.raises(ConflictError):
+            store.delete("/t/a", expect_revision=r1)
+        assert store.get("/t/a") is not None
+        assert store.delete("/t/a", expect_revision=r2) is True
+        assert store.get("/t/a") is None
+        with pytest.raises(ConflictError):
+            store.delete("/t/a", expect_revision=r2)
+
+    # -- listing ----------------------------------------------------------
+
+    def test_list_prefix_in_key_order(self, store: Store) -> None:
+        for key in ["/t/a/2", "/t/a/10", "/t/ab/x", "/t/a/1", "/t/b", "/t/a"]:
+            store.put(key, key.encode())
+        entries = store.list("/t/a/")
+        assert [e.key for e in entries] == ["/t/a/1", "/t/a/10", "/t/a/2"]
+        assert all(e.value == e.key.encode() for e in entries)
+        assert [e.key for e in store.list("/t/a")] == [
+            "/t/a",
+            "/t/a/1",
+            "/t/a/10",
+            "/t/a/2",
+            "/t/ab/x",
+        ]
+        assert store.list("/t/zzz/") == []
+
+    def test_list_reports_revisions(self, store: Store) -> None:
+        r1 = store.put("/t/l/a", b"1")
+        r2 = store.put("/t/l/a", b"2")
+        [entry] = store.list("/t/l/")
+        assert (entry.create_revision, entry.mod_revision) == (r1, r2)
+
+    # -- locks ------------------------------------------------------------
+
+    def test_lock_excludes_other_thread(self, store: Store) -> None:
+        release, thread = _hold_in_thread(store, "berlin-1")
+        try:
+            with pytest.raises(LockTimeout), store.lock("berlin-1", SHORT):
+                pass
+        finally:
+            release.set()
+            thread.join(PATIENT)
+        with store.lock("berlin-1", PATIENT):
+            pass
+
+    def test_lock_serializes_critical_sections(self, store: Store) -> None:
+        inside, worst = [0], [0]
+        guard = threading.Lock()
+
+        def work() -> None:
+            for _ in range(5):
+                with store.lock("serial", PATIENT):
+                    with guard:
+                        inside[0] += 1
+                        worst[0] = max(worst[0], inside[0])
+                    time.sleep(0.002)
+                    with guard:
+                        inside[0] -= 1
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(PATIENT * 4)
+        assert worst[0] == 1
+
+    def test_distinct_locks_do_not_exclude(self, store: Store) -> None:
+        with store.lock("one", SHORT), store.lock("two", SHORT):
+            pass
+
+    def test_lock_is_released_on_exit_and_error(self, store: Store) -> None:
+        with pytest.raises(RuntimeError), store.lock("x", SHORT):
+            raise RuntimeError("boom")
+        with store.lock("x", SHORT):
+            pass
+
+    def test_lock_timeout_is_prompt_and_names_the_cloudlet(self, store: Store) -> None:
+        release, thread = _hold_in_thread(store, "berlin-1")
+        try:
+            started = time.monotonic()
+            with pytest.raises(LockTimeout) as err, store.lock("berlin-1", 0.3):
+                pass
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+            thread.join(PATIENT)
+        assert 0.29 <= elapsed < 1.5
+        message = str(err.value)
+        assert "berlin-1" in message and "another process" in message
+        assert "gave up after 0.3 s" in message
+
+    def test_lock_released_when_holder_killed(self, tmp_path: Path, store: Store) -> None:
+        if self.caps.child_factory is None:
+            pytest.skip("no child_factory: cannot take the lock in another process")
+        child = _spawn_holder(self.caps.child_factory, tmp_path, "berlin-1")
+        try:
+            with pytest.raises(LockTimeout) as err, store.lock("berlin-1", SHORT):
+                pass
+            if self.caps.lock_reports_pid:
+                assert f"pid {child.pid}" in str(err.value)
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(PATIENT)
+            if child.stdout is not None:
+                child.stdout.close()
+        with store.lock("berlin-1", self.caps.dead_holder_release_s):
+            pass
+
+    # -- typed records over the store --------------------------------------
+
+    def test_desired_history_and_noop(self, repo: StateRepo) -> None:
+        assert repo.get_desired("berlin-1") is None and repo.history("berlin-1") == []
+        doc1 = {"metadata": {"name": "berlin-1"}, "spec": {"vms": []}}
+        doc2 = {"metadata": {"name": "berlin-1"}, "spec": {"vms": [{"name": "game"}]}}
+        r1 = repo.put_desired("berlin-1", doc1, at=100.0)
+        assert repo.put_desired("berlin-1", dict(doc1), at=150.0) == r1  # unchanged
+        r2 = repo.put_desired("berlin-1", doc2, at=200.0)
+        assert r2 > r1
+        current = repo.get_desired("berlin-1")
+        assert current is not None
+        assert (current.name, current.document, current.revision) == ("berlin-1", doc2, r2)
+        hist = repo.history("berlin-1")
+        assert [(h.revision, h.document, h.at) for h in hist] == [
+            (r1, doc1, 100.0),
+            (r2, doc2, 200.0),
+        ]
+        old = repo.get_revision("berlin-1", r1)
+        assert old is not None and old.document == doc1
+        assert repo.get_revision("berlin-1", r2 + 1000) is None
+
+    def test_desired_rollback_adds_a_revision(self, repo: StateRepo) -> None:
+        r1 = repo.put_desired("c", {"v": 1}, at=1.0)
+        repo.put_desired("c", {"v": 2}, at=2.0)
+        r3 = repo.put_desired("c", {"v": 1}, at=3.0)
+        assert r3 > r1
+        assert [h.document["v"] for h in repo.history("c")] == [1, 2, 1]
+
+    def test_desired_cas(self, repo: StateRepo) -> None:
+        r1 = repo.put_desired("c", {"v": 1}, at=1.0, expect_revision=0)
+        with pytest.raises(ConflictError):
+            repo.put_desired("c", {"v": 2}, at=2.0, expect_revision=0)
+        r2 = repo.put_desired("c", {"v": 2}, at=2.0, expect_revision=r1)
+        with pytest.raises(ConflictError):
+            repo.put_desired("c", {"v": 3}, at=3.0, expect_revision=r1)
+        current = repo.get_desired("c")
+        assert current is not None and current.revision == r2
+
+    def test_list_and_delete_desired(self, repo: StateRepo) -> None:
+        repo.put_desired("b", {"n": "b"}, at=1.0)
+        repo.put_desired("a", {"n": "a"}, at=1.0)
+        repo.put_desired("ab", {"n": "ab"}, at=1.0)
+        assert [d.name for d in repo.list_desired()] == ["a", "ab", "b"]
+        repo.delete_desired("a")
+        assert [d.name for d in repo.list_desired()] == ["ab", "b"]
+        assert [h.document for h in repo.history("a")] == [{"n": "a"}]
+        assert len(repo.history("ab")) == 1
+
+    def test_ports_roundtrip(self, repo: StateRepo) -> None:
+        assert repo.get_ports("c") == ()
+        mappings = (
+            PortMapping("root", "game", "tcp", 443, 443),
+            PortMapping("root", "apps", "tcp", 443, 10000),
+        )
+        repo.put_ports("c", mappings)
+        assert repo.get_ports("c") == mappings
+        repo.put_ports("c", [])
+        assert repo.get_ports("c") == ()
+
+    def test_status_and_observed_roundtrip(self, repo: StateRepo) -> None:
+        assert repo.get_status("c") is None and repo.get_observed("c") is None
+        status = {"resources": [{"id": "vm/game", "state": "ok"}], "lastSync": 12.5}
+        repo.put_status("c", status)
+        repo.put_observed("c", {"vm/game": {"flavor": "m1.small"}})
+        assert repo.get_status("c") == status
+        assert repo.get_observed("c") == {"vm/game": {"flavor": "m1.small"}}
+
+    def test_journal(self, repo: StateRepo) -> None:
+        k1 = repo.journal_begin("c", "vm/game", "create", at=2.0)
+        k2 = repo.journal_begin("c", "network/internal", "create", at=1.0)
+        repo.journal_begin("other", "vm/x", "delete", at=1.0)
+        pending = repo.journal_pending("c")
+        assert [(j.action_id, j.op, j.at, j.key) for j in pending] == [
+            ("network/internal", "create", 1.0, k2),
+            ("vm/game", "create", 2.0, k1),
+        ]
+        repo.journal_end(k1)
+        assert [j.action_id for j in repo.journal_pending("c")] == ["network/internal"]
+        repo.journal_clear("c")
+        assert repo.journal_pending("c") == []
+        assert [j.action_id for j in repo.journal_pending("other")] == ["vm/x"]
+
+    def test_forget_keeps_history_only(self, repo: StateRepo) -> None:
+        r1 = repo.put_desired("c", {"v": 1}, at=1.0)
+        repo.put_desired("keep", {"v": 1}, at=1.0)
+        repo.put_status("c", {"ok": True})
+        repo.put_observed("c", {})
+        repo.put_ports("c", [PortMapping("root", "game", "tcp", 80, 80)])
+        repo.journal_begin("c", "vm/game", "delete", at=1.0)
+        repo.forget("c")
+        assert repo.get_desired("c") is None and repo.get_status("c") is None
+        assert repo.get_observed("c") is None and repo.get_ports("c") == ()
+        assert repo.journal_pending("c") == []
+        assert [h.revision for h in repo.history("c")] == [r1]
+        assert repo.get_desired("keep") is not None
+
+
+def store_contract_tests(
+    make_store: Callable[[Path], Store], *, caps: StoreCaps
+) -> type[StoreContract]:
+    """The contract suite as a class bound to one Store constructor."""
+    attrs_ = {"make_store": staticmethod(make_store), "caps": caps}
+    return type("BoundStoreContract", (StoreContract,), attrs_)
+
+
+def _spawn_holder(factory: str, path: Path, name: str) -> subprocess.Popen[str]:
+    """A real process holding lock ``name``, started once it reports so."""
+    root = str(Path(cloudlet.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, factory, str(path), name],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()  # EOF ("") if the child failed to start
+    if line.strip() != "locked":
+        child.kill()
+        child.wait(PATIENT)
+        child.stdout.close()
+        pytest.fail(f"lock holder process did not start (exit {child.returncode})")
+    return child
