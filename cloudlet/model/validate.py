@@ -27,6 +27,7 @@ Problem = tuple[Location | None, str]
 
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 LABEL_RE = re.compile(r"[A-Za-z0-9._/-]{0,63}")
+PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_./-]{1,63}")
 PORTS_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 PORT_MAX = 65535
 PREFIX_MIN, PREFIX_MAX = 16, 29
@@ -47,6 +48,13 @@ class _Named(Protocol):
     def name(self) -> str: ...
 
 
+class _Placed(Protocol):
+    @property
+    def network(self) -> str: ...
+    @property
+    def security_groups(self) -> list[str]: ...
+
+
 def camel(name: str) -> str:
     """The YAML spelling of a snake_case attribute name."""
     head, *rest = name.split("_")
@@ -65,8 +73,10 @@ def render_path(path: Path) -> str:
     for step in path:
         if isinstance(step, int) and not isinstance(step, bool):
             out += f"[{step}]"
+        elif not isinstance(step, str) or not PLAIN_KEY_RE.fullmatch(step):
+            out += f"[{shown(step)}]"  # keys from the file may hold anything, even newlines
         else:
-            out += f".{step}" if out else str(step)
+            out += f".{step}" if out else step
     return out
 
 
@@ -77,6 +87,19 @@ def did_you_mean(value: object, known: Sequence[str]) -> str:
         return f" (did you mean {camel(text)!r}?)"
     close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _cidr_problem(text: str) -> str | None:
+    """Why ``text`` is no network address (IPv4 or IPv6), or None."""
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return f"not a valid CIDR: {shown(text)}"
+        return f"host bits are set in {shown(text)} (did you mean '{loose}'?)"
+    return None
 
 
 def _no_location(_path: Path) -> Location | None:
@@ -106,7 +129,8 @@ class _Checker:
                 self.name(path, item.name)
                 first = seen.setdefault(item.name, path)
                 if first != path:
-                    self.add(path, f"name {item.name!r} is already used by {render_path(first[:-1])}")
+                    used_by = render_path(first[:-1])
+                    self.add(path, f"name {item.name!r} is already used by {used_by}")
 
     def reference(self, path: Path, value: str, known: Sequence[str], what: str) -> None:
         if value not in known:
@@ -114,16 +138,13 @@ class _Checker:
 
     def network(self, path: Path, text: str) -> ipaddress.IPv4Network | None:
         """The parsed subnet, or None after reporting why it is unusable."""
-        try:
-            net = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            self.add(path, f"not a valid CIDR: {shown(text)}")
+        problem = _cidr_problem(text)
+        if problem:
+            self.add(path, problem)
             return None
+        net = ipaddress.ip_network(text)
         if not isinstance(net, ipaddress.IPv4Network):
             self.add(path, f"must be an IPv4 network, got {shown(text)}")
-            return None
-        if str(net.network_address) != text.split("/")[0]:
-            self.add(path, f"host bits are set in {shown(text)} (did you mean '{net}'?)")
             return None
         if not PREFIX_MIN <= net.prefixlen <= PREFIX_MAX:
             self.add(path, f"prefix /{net.prefixlen} out of range /{PREFIX_MIN}../{PREFIX_MAX}")
@@ -190,7 +211,7 @@ def _check_networks(c: _Checker) -> dict[str, ipaddress.IPv4Network]:
             parsed.append((path, net.name, subnet))
     lb_path: Path = ("spec", "lbSubnet")
     lb_subnet = c.network(lb_path, spec.lb_subnet)
-    for i, (path, name, subnet) in enumerate(parsed):
+    for i, (path, _, subnet) in enumerate(parsed):
         for _, other_name, other in parsed[:i]:
             if subnet.overlaps(other):
                 c.add(path, f"{subnet} overlaps network {other_name!r} ({other})")
@@ -211,16 +232,15 @@ def _check_rules(c: _Checker) -> None:
                     c.add((*base, "ports"), f"ports do not apply to protocol {rule.protocol}")
                 else:
                     _check_port_range(c, (*base, "ports"), rule.ports)
-            try:
-                ipaddress.ip_network(rule.remote, strict=True)
-            except ValueError:
-                c.add((*base, "remote"), f"not a valid CIDR: {shown(rule.remote)}")
+            problem = _cidr_problem(rule.remote)
+            if problem:
+                c.add((*base, "remote"), problem)
 
 
 def _check_port_range(c: _Checker, path: Path, text: str) -> None:
     match = PORTS_RE.fullmatch(text)
     if match is None:
-        c.add(path, f"invalid ports {shown(text)}: expected \"N\" or \"N-M\"")
+        c.add(path, f'invalid ports {shown(text)}: expected "N" or "N-M"')
         return
     low = int(match.group(1))
     high = int(match.group(2) or low)
@@ -242,11 +262,14 @@ def _check_references(c: _Checker) -> None:
     networks = [n.name for n in spec.networks]
     groups = [g.name for g in spec.security_groups]
     lbs = [lb.name for lb in spec.load_balancers]
-    placed = [
-        *((("spec", "loadBalancers", i), x.network, x.security_groups) for i, x in enumerate(spec.load_balancers)),
-        *((("spec", "clusters", i), x.network, x.security_groups) for i, x in enumerate(spec.clusters)),
-        *((("spec", "vms", i), x.network, x.security_groups) for i, x in enumerate(spec.vms)),
-    ]
+    placed: list[tuple[Path, str, list[str]]] = []
+    groups_by_key: tuple[tuple[str, Sequence[_Placed]], ...] = (
+        ("loadBalancers", spec.load_balancers),
+        ("clusters", spec.clusters),
+        ("vms", spec.vms),
+    )
+    for key, items in groups_by_key:
+        placed += [(("spec", key, i), x.network, x.security_groups) for i, x in enumerate(items)]
     for base, network, group_refs in placed:
         c.reference((*base, "network"), network, networks, "network")
         for j, group in enumerate(group_refs):

@@ -22,13 +22,13 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cloudlet.errors import NotFound, ProviderError
 from cloudlet.model.resources import IMMUTABLE, KINDS, AttrValue, Observed, freeze_value
+from cloudlet.providers.fake.db import Database
 
 T = TypeVar("T")
 
@@ -36,7 +36,6 @@ DB_FILE = "fake-cloud.db"
 EXTERNAL = "@external"
 PUBLIC_POOL = "@public"
 PUBLIC_CIDR = ipaddress.ip_network("198.18.0.0/15")
-BUSY_TIMEOUT_MS = 30_000
 
 UID_PREFIX: Mapping[str, str] = {
     "network": "net",
@@ -59,57 +58,10 @@ COMPUTED: Mapping[str, tuple[str, ...]] = {
     "vm": ("status",),
 }
 
-_SCHEMA = """
-BEGIN IMMEDIATE;
-CREATE TABLE IF NOT EXISTS objects (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    uid TEXT NOT NULL UNIQUE,
-    owner TEXT NOT NULL,
-    tag TEXT,
-    kind TEXT NOT NULL,
-    attrs TEXT NOT NULL,
-    deps TEXT NOT NULL,
-    pool TEXT,
-    addr INTEGER
-);
-CREATE UNIQUE INDEX IF NOT EXISTS objects_tag ON objects (owner, tag);
-CREATE INDEX IF NOT EXISTS objects_owner ON objects (owner, seq);
-CREATE TABLE IF NOT EXISTS edges (
-    uid TEXT NOT NULL, dep TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (uid, dep)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS edges_dep ON edges (owner, dep);
-CREATE TABLE IF NOT EXISTS pool_next (pool TEXT PRIMARY KEY, next INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS pool_free (
-    pool TEXT NOT NULL, addr INTEGER NOT NULL, PRIMARY KEY (pool, addr)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS violations (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, owner TEXT NOT NULL, op TEXT NOT NULL, message TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS calls (op TEXT PRIMARY KEY, n INTEGER NOT NULL);
-COMMIT;
-"""
 _COLUMNS = "uid, tag, kind, attrs, deps, pool, addr"
 Row = tuple[str, str | None, str, str, str, str | None, int | None]
 
-# Threads of one process queue on a Python lock rather than on SQLite's busy
-# handler, whose sleeps (up to 100 ms) would throttle a busy thread pool.
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
 _INSTANCES = itertools.count()
-
-
-def _process_lock(path: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path, threading.Lock())
-
-
-def _forget_locks_after_fork() -> None:
-    global _LOCKS_GUARD
-    _LOCKS_GUARD = threading.Lock()
-    _LOCKS.clear()
-
-
-os.register_at_fork(after_in_child=_forget_locks_after_fork)
 
 
 def _observed(row: Row) -> Observed:
@@ -151,7 +103,6 @@ class FakeCloud:
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError(f"failure_rate must be within [0, 1], not {failure_rate}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._latency = max(0.0, latency_ms) / 1000
         self._jitter = max(0.0, jitter_ms) / 1000
         self._failure_rate = failure_rate
@@ -161,10 +112,7 @@ class FakeCloud:
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._uid_rng = random.Random(f"{seed}:{os.getpid()}:{next(_INSTANCES)}")
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._conn().executescript(_SCHEMA)
+        self._db = Database(self.path)
 
     @classmethod
     def for_state_dir(cls, state_dir: Path | str, **knobs: Any) -> FakeCloud:
@@ -195,15 +143,15 @@ class FakeCloud:
     # -- the operator's console ---------------------------------------------
 
     def list_objects(self, owner: str) -> list[Observed]:
-        return [_observed(row) for row in self._rows(self._conn(), owner)]
+        return [_observed(row) for row in self._rows(self._db.conn(), owner)]
 
     def remove(self, owner: str, uid_or_id: str) -> None:
         """Delete behind the engine's back, dependents or not (that is drift)."""
-        with self._write() as conn:
+        with self._db.write() as conn:
             self._drop(conn, self._find(conn, owner, uid_or_id))
 
     def set_attr(self, owner: str, uid_or_id: str, key: str, value: str) -> Observed:
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = self._find(conn, owner, uid_or_id)
             values = json.loads(row[3])
             values[key] = _parse_value(value)
@@ -217,73 +165,23 @@ class FakeCloud:
         values = dict(attrs)
         if kind == "vm":
             values.setdefault("status", "ACTIVE")
-        with self._write() as conn:
+        with self._db.write() as conn:
             return self._insert(conn, owner, kind, None, values, [], None)
 
     def violations(self, owner: str | None = None) -> list[str]:
-        rows = self._conn().execute(
+        rows = self._db.conn().execute(
             "SELECT owner, op, message FROM violations WHERE ? IS NULL OR owner = ? ORDER BY seq",
             (owner, owner),
         )
         return [f"{o}: {op}: {message}" for o, op, message in rows]
 
     def calls(self) -> dict[str, int]:
-        return dict(self._conn().execute("SELECT op, n FROM calls ORDER BY op"))
+        return dict(self._db.conn().execute("SELECT op, n FROM calls ORDER BY op"))
 
     def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
+        self._db.close()
 
     # -- plumbing -------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(
-                self.path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,  # only so that close() can close every thread's
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self._enable_wal(conn)
-            local.conn, local.pid = conn, os.getpid()
-            with self._conns_lock:
-                self._conns.append(conn)
-        conn_: sqlite3.Connection = local.conn
-        return conn_
-
-    @staticmethod
-    def _enable_wal(conn: sqlite3.Connection) -> None:
-        """Switching a fresh file to WAL can lose a race with another process."""
-        for _ in range(200):
-            try:
-                if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
-                    return
-            except sqlite3.OperationalError:
-                pass
-            time.sleep(0.01)
-        raise ProviderError("fake cloud: cannot switch its database to WAL", transient=True)
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        with _process_lock(str(self.path)):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except ProviderError:
-                # A refusal is an answer: keep its call count and violation.
-                conn.execute("COMMIT")
-                raise
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
     def _draw(self) -> tuple[float, str | None]:
         with self._rng_lock:
@@ -306,10 +204,10 @@ class FakeCloud:
         delay, fault = self._draw()
         self._pause(delay / 2)
         if fault == "before":
-            with self._write() as conn:
+            with self._db.write() as conn:
                 _count(conn, op)
             raise ProviderError(f"{op}: injected failure before the work (503)", transient=True)
-        with self._write() as conn:
+        with self._db.write() as conn:
             _count(conn, op)
             result = work(conn)
         self._pause(delay / 2)
@@ -363,8 +261,11 @@ class FakeCloud:
             return _observed(existing)
         if kind not in KINDS:
             raise ProviderError(f"{tag}: unknown kind {kind!r}", transient=False)
-        subnet = attrs.get("subnet") if kind in ("port", "vip") else None
-        self._require(conn, owner, "create", tag, {*deps, *([subnet] if subnet else [])})
+        needed = set(deps)
+        subnet = attrs.get("subnet")
+        if kind in ("port", "vip") and isinstance(subnet, str):
+            needed.add(subnet)  # the cloud resolves it, listed in deps or not
+        self._require(conn, owner, "create", tag, needed)
         values = dict(attrs)
         if kind == "vm":
             values["status"] = "ACTIVE"

@@ -19,7 +19,7 @@ from cloudlet.providers.fake.cloud import FakeCloud
 class FakeProvider:
     def __init__(
         self,
-        state_dir: Path,
+        state_dir: Path | str,
         *,
         latency_ms: float = 0,
         jitter_ms: float = 0,

@@ -1,0 +1,149 @@
+"""The fake cloud's SQLite file, shared by every process and thread using it.
+
+Several CLI runs, the daemon and test subprocesses open the same file at
+once, so: WAL (readers never block the writer), a connection per thread,
+``BEGIN IMMEDIATE`` for every write (no lock upgrades, so no deadlocks) and a
+generous busy timeout for the waits between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cloudlet.errors import ProviderError
+
+BUSY_TIMEOUT_MS = 30_000
+
+SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS objects (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    tag TEXT,
+    kind TEXT NOT NULL,
+    attrs TEXT NOT NULL,
+    deps TEXT NOT NULL,
+    pool TEXT,
+    addr INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS objects_tag ON objects (owner, tag);
+CREATE INDEX IF NOT EXISTS objects_owner ON objects (owner, seq);
+CREATE TABLE IF NOT EXISTS edges (
+    uid TEXT NOT NULL, dep TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (uid, dep)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_dep ON edges (owner, dep);
+CREATE TABLE IF NOT EXISTS pool_next (pool TEXT PRIMARY KEY, next INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pool_free (
+    pool TEXT NOT NULL, addr INTEGER NOT NULL, PRIMARY KEY (pool, addr)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS violations (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    op TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (op TEXT PRIMARY KEY, n INTEGER NOT NULL);
+COMMIT;
+"""
+
+# Threads of one process queue on a Python lock rather than on SQLite's busy
+# handler, whose sleeps (up to 100 ms each) would throttle a busy thread pool.
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(path: str) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(path, threading.Lock())
+
+
+def _forget_locks_after_fork() -> None:
+    """A lock some other thread held at fork time would never be released."""
+    global _LOCKS_GUARD
+    _LOCKS_GUARD = threading.Lock()
+    _LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_after_fork)
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_key = str(path.resolve())  # one lock per file, however it is spelt
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self.conn().executescript(SCHEMA)
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after a fork: never share one)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            local.conn, local.pid = self._connect(), os.getpid()
+        conn: sqlite3.Connection = local.conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,  # we issue BEGIN and COMMIT ourselves
+            check_same_thread=False,  # only so that close() can close every thread's
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _enable_wal(conn)
+        with self._conns_lock:
+            if self._pid != os.getpid():  # a child must not close its parent's connections
+                self._pid, self._conns = os.getpid(), []
+            self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; a ``ProviderError`` raised inside still commits.
+
+        A refusal is an answer the cloud gave: its call count and violation
+        record must survive it.
+        """
+        conn = self.conn()
+        with _process_lock(self._lock_key):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except ProviderError:
+                conn.execute("COMMIT")
+                raise
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switching a fresh file to WAL can lose a race with another process."""
+    for _ in range(300):
+        try:
+            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
+                return
+        except sqlite3.OperationalError:
+            pass
+        time.sleep(0.01)
+    raise ProviderError("fake cloud: cannot switch its database to WAL", transient=True)

@@ -1,0 +1,379 @@
+"""The fake provider: the shared contract, then the simulated cloud's own rules.
+
+The fake is what every engine test converges against, so its refusals,
+failure injection and multi-process safety are tested as hard as the
+contract itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from provider_contract import Capabilities, provider_contract_tests
+
+from cloudlet.errors import NotFound, ProviderError
+from cloudlet.model.resources import Resource
+from cloudlet.providers.base import Provider
+from cloudlet.providers.fake import FakeCloud, FakeProvider
+
+
+class FakeHarness:
+    """Owns a throwaway state dir; the console is a second handle on the same file."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.provider: Provider = FakeProvider(state_dir)
+        self.console = FakeCloud.for_state_dir(state_dir)
+        self._opened: list[Provider] = [self.provider]
+
+    def reopen(self) -> Provider:
+        self._opened.append(FakeProvider(self.state_dir))
+        return self._opened[-1]
+
+    def remove(self, owner: str, uid: str) -> None:
+        self.console.remove(owner, uid)
+
+    def set_attr(self, owner: str, uid: str, key: str, value: str) -> None:
+        self.console.set_attr(owner, uid, key, value)
+
+    def close(self) -> None:
+        for provider in self._opened:
+            provider.close()
+        self.console.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def make_fake_harness() -> FakeHarness:
+    return FakeHarness(Path(tempfile.mkdtemp(prefix="cloudlet-fake-")))
+
+
+TestFakeContract = provider_contract_tests(make_fake_harness, caps=Capabilities())
+TestFakeContractMinimalCloud = provider_contract_tests(
+    make_fake_harness,
+    caps=Capabilities(
+        supports_router=False, supports_floating_ip=False, supports_external_network=False
+    ),
+)
+
+OWNER = "berlin-1"
+NET = Resource("network/n", {})
+SUBNET = Resource("subnet/n", {"network": "network/n", "cidr": "10.0.0.0/29"}, ["network/n"])
+
+
+def port(name: str, subnet: str = "subnet/n") -> Resource:
+    return Resource(f"port/{name}", {"subnet": subnet}, [subnet])
+
+
+def external_port(name: str) -> Resource:
+    return Resource(f"port/{name}", {"network": "@external"})
+
+
+@pytest.fixture
+def provider(tmp_path: Path) -> Iterator[FakeProvider]:
+    p = FakeProvider(tmp_path)
+    yield p
+    p.close()
+
+
+def test_uids_are_the_clouds_own_ids(provider: FakeProvider) -> None:
+    uids = [provider.create(OWNER, r).uid for r in (NET, SUBNET, port("a"))]
+    prefixes = ["net", "subnet", "port"]
+    assert all(re.fullmatch(rf"{p}-[0-9a-f]{{8}}", u) for p, u in zip(prefixes, uids, strict=True))
+
+
+def test_missing_dependency_is_refused_and_recorded(provider: FakeProvider) -> None:
+    with pytest.raises(ProviderError, match="subnet/n: missing dependency network/n") as err:
+        provider.create(OWNER, SUBNET)
+    assert not err.value.transient
+    assert provider.cloud.list_objects(OWNER) == []
+    assert provider.cloud.violations() == [
+        f"{OWNER}: create: subnet/n: missing dependency network/n"
+    ]
+    assert provider.cloud.violations("somebody-else") == []
+
+
+def test_a_port_needs_its_subnet_even_if_deps_forget_it(provider: FakeProvider) -> None:
+    provider.create(OWNER, NET)
+    with pytest.raises(ProviderError, match="missing dependency subnet/n"):
+        provider.create(OWNER, Resource("port/a", {"subnet": "subnet/n"}))
+
+
+def test_delete_with_dependents_is_a_transient_conflict(provider: FakeProvider) -> None:
+    net = provider.create(OWNER, NET)
+    subnet = provider.create(OWNER, SUBNET)
+    with pytest.raises(ProviderError, match="network/n: conflict: still in use by subnet/n") as e:
+        provider.delete(OWNER, net)
+    assert e.value.transient
+    assert [o.id for o in provider.observe(OWNER)] == ["network/n", "subnet/n"]
+    assert provider.cloud.violations() == [
+        f"{OWNER}: delete: network/n: conflict: still in use by subnet/n"
+    ]
+    provider.delete(OWNER, subnet)
+    provider.delete(OWNER, net)
+    assert provider.observe(OWNER) == []
+
+
+def test_dependents_of_another_owner_do_not_block_a_delete(provider: FakeProvider) -> None:
+    provider.create("other", NET)
+    provider.create("other", SUBNET)
+    provider.delete(OWNER, provider.create(OWNER, NET))
+    assert provider.cloud.violations() == []
+
+
+def test_update_rules(provider: FakeProvider) -> None:
+    for r in (NET, SUBNET):
+        provider.create(OWNER, r)
+    sg = Resource("security-group/web", {"rules": ()})
+    current = provider.create(OWNER, port("a"))
+    moved = Resource("port/a", {"subnet": "subnet/other"}, ["subnet/other"])
+    with pytest.raises(ProviderError, match="immutable subnet") as err:
+        provider.update(OWNER, moved, current)
+    assert not err.value.transient
+    grouped = Resource("port/a", {"subnet": "subnet/n", "securityGroups": (sg.id,)}, [sg.id])
+    with pytest.raises(ProviderError, match="missing dependency security-group/web"):
+        provider.update(OWNER, grouped, current)
+    assert len(provider.cloud.violations(OWNER)) == 2
+    provider.create(OWNER, sg)
+    updated = provider.update(OWNER, grouped, current)
+    assert updated.attrs["address"] == current.attrs["address"] == "10.0.0.2"
+    assert updated.attrs["securityGroups"] == (sg.id,)
+    with pytest.raises(ProviderError, match="conflict"):
+        provider.delete(OWNER, provider.observe(OWNER)[-1])  # the group the port now uses
+
+
+def test_failure_rate_one_always_fails_and_late_failures_did_the_work(tmp_path: Path) -> None:
+    flaky = FakeProvider(tmp_path, failure_rate=1.0, seed=3)
+    late: list[bool] = []
+    for i in range(20):
+        with pytest.raises(ProviderError) as err:
+            flaky.create(OWNER, Resource(f"network/n{i}", {}))
+        assert err.value.transient
+        late.append("after the work committed" in str(err.value))
+    assert any(late) and not all(late)
+    made = {str(o.id): o.uid for o in flaky.cloud.list_objects(OWNER)}
+    assert set(made) == {f"network/n{i}" for i, was_late in enumerate(late) if was_late}
+    for call in (
+        lambda: flaky.observe(OWNER),
+        lambda: flaky.delete(OWNER, flaky.cloud.list_objects(OWNER)[0]),
+    ):
+        with pytest.raises(ProviderError):
+            call()
+    assert flaky.cloud.calls()["create"] == 20
+    steady = FakeProvider(tmp_path)  # the engine's retry adopts what the cloud did make
+    retried = {
+        f"network/n{i}": steady.create(OWNER, Resource(f"network/n{i}", {})).uid for i in range(20)
+    }
+    assert {k: retried[k] for k in made} == made
+    assert len(steady.observe(OWNER)) == 20
+
+
+def test_latency_uses_the_injected_sleep_and_commits_before_answering(tmp_path: Path) -> None:
+    console = FakeCloud.for_state_dir(tmp_path)
+    slept: list[tuple[float, list[str | None]]] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append((seconds, [o.id for o in console.list_objects(OWNER)]))
+
+    slow = FakeProvider(tmp_path, latency_ms=200, sleep=sleep)
+    slow.create(OWNER, NET)
+    assert slept == [(0.1, []), (0.1, ["network/n"])]
+
+
+def test_jitter_stays_within_its_bounds(tmp_path: Path) -> None:
+    slept: list[float] = []
+    slow = FakeProvider(tmp_path, latency_ms=100, jitter_ms=50, sleep=slept.append)
+    for _ in range(30):
+        slow.observe(OWNER)
+    delays = [a + b for a, b in zip(slept[::2], slept[1::2], strict=True)]
+    assert len(delays) == 30 and len(set(delays)) > 1
+    assert all(0.05 <= d <= 0.15 for d in delays)
+
+
+def _fault_pattern(state_dir: Path, seed: int) -> list[str]:
+    flaky = FakeProvider(state_dir, failure_rate=0.5, seed=seed)
+    pattern = []
+    for i in range(40):
+        try:
+            flaky.create(OWNER, Resource(f"network/n{i}", {}))
+            pattern.append("ok")
+        except ProviderError as err:
+            pattern.append("after" if "after" in str(err) else "before")
+    flaky.close()
+    return pattern
+
+
+def test_failure_injection_is_deterministic_per_seed(tmp_path: Path) -> None:
+    first = _fault_pattern(tmp_path / "a", seed=7)
+    assert _fault_pattern(tmp_path / "b", seed=7) == first
+    assert _fault_pattern(tmp_path / "c", seed=8) != first
+    assert set(first) == {"ok", "before", "after"}
+
+
+def test_addresses_are_the_lowest_free_and_reused(provider: FakeProvider) -> None:
+    for r in (NET, SUBNET):
+        provider.create(OWNER, r)
+    ports = {
+        name: provider.create(OWNER, port(name)) for name in "abcde"
+    }  # a /29: 5 host addresses
+    assert [p.attrs["address"] for p in ports.values()] == [f"10.0.0.{i}" for i in range(2, 7)]
+    with pytest.raises(ProviderError, match="no free address") as err:
+        provider.create(OWNER, port("f"))
+    assert not err.value.transient
+    provider.delete(OWNER, ports["c"])
+    assert provider.create(OWNER, port("g")).attrs["address"] == "10.0.0.4"
+    provider.create("other", NET)
+    provider.create("other", SUBNET)
+    assert provider.create("other", port("a")).attrs["address"] == "10.0.0.2"
+
+
+def test_a_recreated_subnet_starts_a_fresh_pool(provider: FakeProvider) -> None:
+    for r in (NET, SUBNET, port("a"), port("b")):
+        provider.create(OWNER, r)
+    for obj in reversed(provider.observe(OWNER)[1:]):
+        provider.delete(OWNER, obj)
+    provider.create(OWNER, SUBNET)
+    assert provider.create(OWNER, port("c")).attrs["address"] == "10.0.0.2"
+
+
+def test_external_and_floating_addresses_come_from_the_public_pool(
+    provider: FakeProvider,
+) -> None:
+    ext = provider.create(OWNER, external_port("lb.0.ext"))
+    vip = provider.create(OWNER, Resource("vip/lb", {"network": "@external"}))
+    fip = provider.create(OWNER, Resource("floating-ip/lb", {"target": "vip/lb"}, ["vip/lb"]))
+    theirs = provider.create("other", external_port("lb.0.ext"))
+    addresses = [str(o.attrs["address"]) for o in (ext, vip, fip, theirs)]
+    assert addresses[0] == "198.18.0.2"
+    assert len(set(addresses)) == 4
+    assert all(ipaddress.ip_address(a) in ipaddress.ip_network("198.18.0.0/15") for a in addresses)
+
+
+def test_untagged_objects_are_observed_with_no_id(provider: FakeProvider) -> None:
+    provider.create(OWNER, NET)
+    foreign = provider.cloud.add_untagged(OWNER, "vm", {"image": "hand-made"})
+    seen = provider.observe(OWNER)
+    assert [(o.id, o.uid) for o in seen] == [("network/n", seen[0].uid), (None, foreign.uid)]
+    assert seen[1].attrs == {"image": "hand-made", "status": "ACTIVE"}
+    assert provider.cloud.add_untagged(OWNER, "vm", {}).uid != foreign.uid
+
+
+def test_console_set_attr_and_remove(provider: FakeProvider) -> None:
+    cloud = provider.cloud
+    vm = Resource("vm/game", {"image": "i", "flavor": "m1.small", "ports": ()})
+    made = provider.create(OWNER, vm)
+    cloud.set_attr(OWNER, "vm/game", "flavor", "m1.large")
+    cloud.set_attr(OWNER, made.uid, "ports", '["port/a"]')
+    cloud.set_attr(OWNER, made.uid, "count", "3")
+    attrs = provider.observe(OWNER)[0].attrs
+    assert (attrs["flavor"], attrs["ports"], attrs["count"]) == ("m1.large", ("port/a",), 3)
+    provider.create(OWNER, NET)
+    provider.create(OWNER, SUBNET)
+    cloud.remove(OWNER, "network/n")  # behind the engine's back, dependents or not
+    cloud.remove(OWNER, made.uid)
+    assert [o.id for o in cloud.list_objects(OWNER)] == ["subnet/n"]
+    with pytest.raises(NotFound):
+        cloud.remove(OWNER, "vm/game")
+    with pytest.raises(NotFound):
+        cloud.set_attr("other", "subnet/n", "cidr", "10.9.0.0/24")
+    assert cloud.violations() == []
+
+
+def test_calls_are_counted(provider: FakeProvider) -> None:
+    net = provider.create(OWNER, NET)
+    provider.create(OWNER, NET)
+    provider.update(OWNER, NET, net)
+    provider.observe(OWNER)
+    provider.delete(OWNER, net)
+    assert provider.cloud.calls() == {"create": 2, "update": 1, "observe": 1, "delete": 1}
+
+
+def test_threads_create_the_same_ids_once(provider: FakeProvider) -> None:
+    seen: list[dict[str, str]] = []
+
+    def run() -> None:
+        seen.append(
+            {f"n{i}": provider.create(OWNER, Resource(f"network/n{i}", {})).uid for i in range(50)}
+        )
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 8 and all(s == seen[0] for s in seen)
+    assert len(provider.observe(OWNER)) == 50
+
+
+RACER = """
+import sys
+from pathlib import Path
+from cloudlet.model.resources import Resource
+from cloudlet.providers.fake import FakeProvider
+
+provider = FakeProvider(Path(sys.argv[1]))
+me = sys.argv[2]
+sys.stdin.readline()
+subnet = {"network": "network/shared", "cidr": "10.1.0.0/16"}
+wanted = [Resource("network/shared", {}), Resource("subnet/shared", subnet, ["network/shared"])]
+for i in range(30):
+    wanted.append(Resource(f"network/n{i}", {}))
+    wanted.append(Resource(f"port/{me}.{i}", {"subnet": "subnet/shared"}, ["subnet/shared"]))
+for r in wanted:
+    print(r.id, provider.create("race", r).uid)
+"""
+
+
+def test_processes_create_the_same_ids_once(tmp_path: Path) -> None:
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path), f"p{i}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outputs = [r.communicate("go\n", timeout=60)[0] for r in racers]
+    assert [r.returncode for r in racers] == [0, 0, 0]
+    answers = [dict(line.split() for line in out.splitlines()) for out in outputs]
+    shared = [k for k in answers[0] if not k.startswith("port/")]
+    assert all(a[k] == answers[0][k] for a in answers for k in shared)
+    objects = FakeCloud.for_state_dir(tmp_path).list_objects("race")
+    assert Counter(o.id for o in objects) == Counter({k: 1 for a in answers for k in a})
+    addresses = [o.attrs["address"] for o in objects if o.kind == "port"]
+    assert len(addresses) == 90 == len(set(addresses))
+
+
+def test_ten_thousand_creates_and_a_fast_observe(provider: FakeProvider) -> None:
+    provider.create(OWNER, NET)
+    provider.create(OWNER, Resource("subnet/n", {"network": "network/n", "cidr": "10.0.0.0/16"}))
+
+    def run(t: int) -> None:
+        for i in range(1000):
+            r = port(f"{t}.{i}") if i % 2 else Resource(f"security-group/{t}.{i}", {"rules": ()})
+            provider.create(OWNER, r)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.perf_counter() - started < 10
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        assert len(provider.observe(OWNER)) == 10_002
+        best = min(best, time.perf_counter() - started)
+    assert best < 0.3

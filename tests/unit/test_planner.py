@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+
+from cloudlet.errors import PlanError
+from cloudlet.model.expand import expand
+from cloudlet.model.resources import Observed, Resource
+from cloudlet.planner import plan_actions
+from helpers import as_observed, cloudlet
+
+
+def ops(plan):
+    return {a.id: a.op for a in plan.actions}
+
+
+def order(plan):
+    return list(nx.lexicographical_topological_sort(plan.graph))
+
+
+def test_nothing_exists_everything_is_created_dependencies_first():
+    desired = expand(cloudlet()).resources
+    plan = plan_actions("c", desired, [])
+    assert set(ops(plan).values()) == {"create"}
+    assert len(plan.actions) == len(desired)
+    seen = order(plan)
+    for r in desired:
+        for dep in r.deps:
+            assert seen.index(f"create:{dep}") < seen.index(f"create:{r.id}")
+
+
+def test_converged_state_plans_nothing():
+    desired = expand(cloudlet()).resources
+    assert plan_actions("c", desired, as_observed(desired)).empty
+
+
+def test_mutable_change_is_an_update_with_a_reason():
+    desired = expand(cloudlet()).resources
+    actual = as_observed(desired, {"vm/game": {"flavor": "m1.tiny"}})
+    plan = plan_actions("c", desired, actual)
+    assert ops(plan) == {"vm/game": "update"}
+    assert plan.actions[0].reason == "flavor: m1.tiny → m1.medium"
+
+
+def test_immutable_change_replaces_and_cascades_to_dependents():
+    desired = expand(cloudlet()).resources
+    actual = as_observed(desired, {"subnet/internal": {"cidr": "10.99.0.0/24"}})
+    plan = plan_actions("c", desired, actual)
+    got = ops(plan)
+    assert got["subnet/internal"] == "replace"
+    assert "forces replacement" in next(a.reason for a in plan.actions
+                                        if a.id == "subnet/internal")
+    for rid in ("port/game", "vm/game", "port/apps.worker.0", "k8s-node/apps.worker.0",
+                "lb-listener/root.game.tcp.443"):
+        assert got[rid] == "replace", rid
+    assert "network/internal" not in got
+    seen = order(plan)
+    # dependents go away before the subnet, and come back after it
+    assert seen.index("delete:vm/game") < seen.index("delete:port/game")
+    assert seen.index("delete:port/game") < seen.index("delete:subnet/internal")
+    assert seen.index("create:subnet/internal") < seen.index("create:port/game")
+
+
+def test_image_change_replaces_vm_only_and_dependents():
+    desired = expand(cloudlet()).resources
+    actual = as_observed(desired, {"vm/game": {"image": "game-v0"}})
+    got = ops(plan_actions("c", desired, actual))
+    assert got == {"vm/game": "replace", "lb-listener/root.game.tcp.443": "replace"}
+
+
+def test_orphans_are_deleted_dependents_first():
+    desired = expand(cloudlet()).resources
+    plan = plan_actions("c", [], as_observed(desired))
+    assert set(ops(plan).values()) == {"delete"}
+    seen = order(plan)
+    for r in desired:
+        for dep in r.deps:
+            assert seen.index(f"delete:{r.id}") < seen.index(f"delete:{dep}")
+
+
+def test_duplicates_are_deleted_keeping_one():
+    desired = expand(cloudlet()).resources
+    actual = as_observed(desired)
+    vm = next(o for o in actual if o.id == "vm/game")
+    actual.append(Observed("uid-zzz", vm.id, vm.kind, dict(vm.attrs), vm.deps))
+    plan = plan_actions("c", desired, actual)
+    assert [(a.op, a.id) for a in plan.actions] == [("delete", "vm/game")]
+    assert "duplicate of" in plan.actions[0].reason
+
+
+def test_untagged_objects_are_left_alone():
+    desired = expand(cloudlet()).resources
+    actual = [*as_observed(desired), Observed("foreign", None, "vm", {"image": "x"})]
+    assert plan_actions("c", desired, actual).empty
+
+
+def test_same_inputs_same_plan_whatever_the_observed_order():
+    desired = expand(cloudlet()).resources
+    actual = as_observed(desired[: len(desired) // 2])
+    a = plan_actions("c", desired, actual).to_json()
+    b = plan_actions("c", list(reversed(desired)), list(reversed(actual))).to_json()
+    assert a == b
+
+
+def test_dependency_cycle_is_an_error_naming_it():
+    a = Resource("vm/a", {"image": "x"}, ("vm/b",))
+    b = Resource("vm/b", {"image": "x"}, ("vm/a",))
+    with pytest.raises(PlanError, match=r"cycle: create:vm/a → create:vm/b → create:vm/a"):
+        plan_actions("c", [a, b], [])
+
+
+def test_plan_json_shape():
+    desired = expand(cloudlet()).resources
+    doc = plan_actions("berlin-1", desired, []).to_json()
+    assert doc["cloudlet"] == "berlin-1"
+    sub = next(a for a in doc["actions"] if a["id"] == "subnet/internal")
+    assert sub == {"op": "create", "id": "subnet/internal", "reason": "does not exist",
+                   "after": ["network/internal"]}
