@@ -25,6 +25,7 @@ FLOORS = {"plan_10k_s": 2.0, "sync_10k_s": 30.0, "makespan_ratio": 1.15}
 
 def scenario(size: str, latency_ms: int, parallelism: int) -> dict[str, float]:
     import networkx as nx
+    from specs import large, medium
 
     from cloudlet.engine.sync import Engine, SyncOptions
     from cloudlet.model.expand import expand
@@ -32,7 +33,6 @@ def scenario(size: str, latency_ms: int, parallelism: int) -> dict[str, float]:
     from cloudlet.providers.fake import FakeProvider
     from cloudlet.store.records import StateRepo
     from cloudlet.store.sqlite import open_store
-    from specs import large, medium
 
     cloudlet = large() if size == "large" else medium()
     out: dict[str, float] = {}
@@ -45,8 +45,9 @@ def scenario(size: str, latency_ms: int, parallelism: int) -> dict[str, float]:
     out["plan_s"] = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         provider = FakeProvider(Path(tmp), latency_ms=latency_ms)
-        engine = Engine(StateRepo(open_store(Path(tmp))), provider,
-                        SyncOptions(parallelism=parallelism))
+        engine = Engine(
+            StateRepo(open_store(Path(tmp))), provider, SyncOptions(parallelism=parallelism)
+        )
         t = time.perf_counter()
         report = engine.sync(cloudlet)
         out["sync_s"] = time.perf_counter() - t
@@ -69,8 +70,13 @@ def scenario(size: str, latency_ms: int, parallelism: int) -> dict[str, float]:
         work = sum(durations.values())
         makespan = max((s.finished or 0) for s in first) - min((s.started or 0) for s in first)
         bound = max(critical, work / parallelism)
-        out.update(critical_path_s=critical, total_work_s=work, makespan_s=makespan,
-                   lower_bound_s=bound, makespan_ratio=makespan / bound if bound else 0.0)
+        out.update(
+            critical_path_s=critical,
+            total_work_s=work,
+            makespan_s=makespan,
+            lower_bound_s=bound,
+            makespan_ratio=makespan / bound if bound else 0.0,
+        )
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -89,11 +95,15 @@ def show(title: str, r: dict[str, float]) -> None:
     print(f"  plan (from nothing)  {r['plan_s'] * 1000:9.1f} ms")
     print(f"  sync                 {r['sync_s']:9.2f} s   converged={bool(r['converged'])}")
     print(f"  observe after sync   {r['observe_s'] * 1000:9.1f} ms")
-    print(f"  no-op re-plan        {r['noop_plan_s'] * 1000:9.1f} ms "
-          f"({int(r['noop_plan_actions'])} actions)")
-    print(f"  makespan {r['makespan_s']:.2f} s; lower bound {r['lower_bound_s']:.2f} s "
-          f"(critical path {r['critical_path_s']:.2f} s, work {r['total_work_s']:.2f} s); "
-          f"ratio {r['makespan_ratio']:.3f}")
+    print(
+        f"  no-op re-plan        {r['noop_plan_s'] * 1000:9.1f} ms "
+        f"({int(r['noop_plan_actions'])} actions)"
+    )
+    print(
+        f"  makespan {r['makespan_s']:.2f} s; lower bound {r['lower_bound_s']:.2f} s "
+        f"(critical path {r['critical_path_s']:.2f} s, work {r['total_work_s']:.2f} s); "
+        f"ratio {r['makespan_ratio']:.3f}"
+    )
     print(f"  peak RSS             {r['peak_rss_mb']:9.1f} MB")
 
 
@@ -106,9 +116,11 @@ def main() -> None:
         size, latency, par = args.child
         print(json.dumps(scenario(size, int(latency), int(par))))
         return
-    runs = [("~500 resources, zero latency, parallelism 10", "medium", 0, 10),
-            ("~10k resources, zero latency, parallelism 10", "large", 0, 10),
-            ("~500 resources, 40 ms latency, parallelism 8", "medium", 40, 8)]
+    runs = [
+        ("~500 resources, zero latency, parallelism 10", "medium", 0, 10),
+        ("~10k resources, zero latency, parallelism 10", "large", 0, 10),
+        ("~500 resources, 40 ms latency, parallelism 8", "medium", 40, 8),
+    ]
     if not args.quick:
         runs.append(("~10k resources, 40 ms latency, parallelism 8", "large", 40, 8))
     results = {}
@@ -120,8 +132,10 @@ def main() -> None:
     print("\n== floors (issue 2)")
     print(f"  plan 10k   {big['plan_s']:.3f} s  (floor ≤ {FLOORS['plan_10k_s']} s)")
     print(f"  sync 10k   {big['sync_s']:.2f} s  (floor ≤ {FLOORS['sync_10k_s']} s)")
-    print(f"  makespan ratio at 40 ms/p8: {', '.join(f'{x:.3f}' for x in ratios)}"
-          f"  (floor ≤ {FLOORS['makespan_ratio']})")
+    print(
+        f"  makespan ratio at 40 ms/p8: {', '.join(f'{x:.3f}' for x in ratios)}"
+        f"  (floor ≤ {FLOORS['makespan_ratio']})"
+    )
 
 
 if __name__ == "__main__":

@@ -19,28 +19,54 @@ from cloudlet.model.spec import (
 )
 
 
-def generated(name: str, *, networks: int, clusters: int, nodes: int, vms: int,
-              lbs: int = 4, data_path: str = "no-router") -> Cloudlet:
+def generated(
+    name: str,
+    *,
+    networks: int,
+    clusters: int,
+    nodes: int,
+    vms: int,
+    lbs: int = 4,
+    data_path: str = "no-router",
+) -> Cloudlet:
     """``clusters`` clusters of ``nodes`` nodes (1 master) with VIPs, ``vms``
     VMs exposed on 443 across ``lbs`` shared LBs (so most ports are remapped)."""
     base = ipaddress.ip_network("10.0.0.0/8")
     subnets = list(base.subnets(new_prefix=22))[:networks]
     nets = [Network(f"net-{i}", str(s)) for i, s in enumerate(subnets)]
-    balancers = [LoadBalancer(f"lb-{i}", nets[i % networks].name, security_groups=["web"])
-                 for i in range(lbs)]
+    balancers = [
+        LoadBalancer(f"lb-{i}", nets[i % networks].name, security_groups=["web"])
+        for i in range(lbs)
+    ]
     groups = [SecurityGroup("web", [Rule(ports="443"), Rule(ports="80")])]
     cls = [
-        Cluster(f"k-{i}", nets[i % networks].name, masters=1, workers=nodes - 1, vip=True,
-                expose=Expose(f"lb-{i % lbs}", [PortSpec(6443)]))
+        Cluster(
+            f"k-{i}",
+            nets[i % networks].name,
+            masters=1,
+            workers=nodes - 1,
+            vip=True,
+            expose=Expose(f"lb-{i % lbs}", [PortSpec(6443)]),
+        )
         for i in range(clusters)
     ]
     machines = [
-        Vm(f"vm-{i}", nets[i % networks].name, image=f"app-{i % 7}",
-           expose=Expose(f"lb-{i % lbs}", [PortSpec(443)]))
+        Vm(
+            f"vm-{i}",
+            nets[i % networks].name,
+            image=f"app-{i % 7}",
+            expose=Expose(f"lb-{i % lbs}", [PortSpec(443)]),
+        )
         for i in range(vms)
     ]
-    spec = CloudletSpec(data_path=data_path, networks=nets, security_groups=groups,  # type: ignore[arg-type]
-                        load_balancers=balancers, clusters=cls, vms=machines)
+    spec = CloudletSpec(
+        data_path=data_path,
+        networks=nets,
+        security_groups=groups,  # type: ignore[arg-type]
+        load_balancers=balancers,
+        clusters=cls,
+        vms=machines,
+    )
     return Cloudlet("cloudlet/v1", "Cloudlet", Metadata(name), spec)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -58,8 +59,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed = True
             continue
         names = ", ".join(c.name for c in cloudlets)
-        out().print(f"{path}: valid ({len(cloudlets)} cloudlet{'s' * (len(cloudlets) != 1)}: "
-                    f"{names})")
+        out().print(
+            f"{path}: valid ({len(cloudlets)} cloudlet{'s' * (len(cloudlets) != 1)}: {names})"
+        )
     return 1 if failed else 0
 
 
@@ -74,6 +76,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for plan in plans:
             print_plan(out(), plan)
     return 0 if all(p.empty for p in plans) else 2
+
+
+def lock_timeout() -> float:
+    """How long a sync waits for another run of the same cloudlet (seconds)."""
+    raw = os.environ.get("CLOUDLET_LOCK_TIMEOUT", "60")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise CloudletError(
+            f"CLOUDLET_LOCK_TIMEOUT must be a number of seconds, not {raw!r}"
+        ) from None
 
 
 def _listener(args: argparse.Namespace) -> SyncListener:
@@ -100,7 +113,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     cloudlets = load_file(args.file)
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
-    options = SyncOptions(parallelism=args.parallelism)
+    options = SyncOptions(parallelism=args.parallelism, lock_timeout=lock_timeout())
     reports = []
     with context(args) as ctx:
         for cloudlet in cloudlets:
@@ -132,8 +145,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         expansion = engine.expansion(cloudlet)
         actual = engine.provider.observe(cloudlet.name)
         stored = ctx.repo.get_status(cloudlet.name) or {}
-        status = build_status(expansion, actual, at=time.time(),
-                              last_sync=stored.get("lastSync"))
+        status = build_status(expansion, actual, at=time.time(), last_sync=stored.get("lastSync"))
         record = ctx.repo.get_desired(cloudlet.name)
         status["desiredRevision"] = record.revision if record else None
     if args.json:
@@ -146,11 +158,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_destroy(args: argparse.Namespace) -> int:
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
-        engine = ctx.engine(cloudlet, listener=_listener(argparse.Namespace(json=False)))
+        engine = ctx.engine(
+            cloudlet,
+            SyncOptions(lock_timeout=lock_timeout()),
+            _listener(argparse.Namespace(json=False)),
+        )
         if not args.yes:
             if not sys.stdin.isatty():
-                raise CloudletError("destroy deletes every object of the cloudlet; "
-                                    "pass --yes to confirm")
+                raise CloudletError(
+                    "destroy deletes every object of the cloudlet; pass --yes to confirm"
+                )
             if not _confirm(f"Delete everything cloudlet {args.name} owns?"):
                 return 1
         _install_sigterm(engine.stop)
@@ -173,7 +190,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         for c in cloudlets:
-            with ctx.repo.store.lock(f"sync-{c.name}", 60.0):
+            with ctx.repo.store.lock(f"sync-{c.name}", lock_timeout()):
                 ports = ctx.engine(c).expansion(c).port_mappings
                 rev = ctx.repo.put_desired(c.name, unstructure(c), at=time.time())
                 ctx.repo.put_ports(c.name, ports)
@@ -188,7 +205,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         return p
 
     add("validate", cmd_validate, "parse and check cloudlet files").add_argument(
-        "files", nargs="+", metavar="FILE")
+        "files", nargs="+", metavar="FILE"
+    )
     p = add("plan", cmd_plan, "show what sync would do; store nothing")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true")

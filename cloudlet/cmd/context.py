@@ -52,10 +52,18 @@ class Context:
             self._providers[key] = make_provider(platform, self.state_dir)
         return self._providers[key]
 
-    def engine(self, cloudlet: Cloudlet, options: SyncOptions | None = None,
-               listener: SyncListener | None = None) -> Engine:
-        return Engine(self.repo, self.provider(cloudlet.spec.platform),
-                      options or SyncOptions(), listener or SyncListener())
+    def engine(
+        self,
+        cloudlet: Cloudlet,
+        options: SyncOptions | None = None,
+        listener: SyncListener | None = None,
+    ) -> Engine:
+        return Engine(
+            self.repo,
+            self.provider(cloudlet.spec.platform),
+            options or SyncOptions(),
+            listener or SyncListener(),
+        )
 
     def stored(self, name: str) -> Cloudlet:
         record = self.repo.get_desired(name)

@@ -19,9 +19,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
     cloud = _cloud(args)
     objs = cloud.list_objects(args.name)
     if args.json:
-        rows = [{"uid": o.uid, "id": o.id, "kind": o.kind,
-                 "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in o.attrs.items()}}
-                for o in objs]
+        rows = [
+            {
+                "uid": o.uid,
+                "id": o.id,
+                "kind": o.kind,
+                "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in o.attrs.items()},
+            }
+            for o in objs
+        ]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
     for o in objs:

@@ -13,7 +13,7 @@ COLOURS = {"create": "darkgreen", "update": "goldenrod", "delete": "firebrick"}
 
 
 def to_dot(plan: Plan) -> str:
-    lines = [f'digraph "{plan.cloudlet}" {{', "  rankdir=LR;", '  node [shape=box, fontsize=10];']
+    lines = [f'digraph "{plan.cloudlet}" {{', "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
     for key in sorted(plan.graph.nodes):
         phase = key.partition(":")[0]
         lines.append(f'  "{key}" [color={COLOURS.get(phase, "black")}];')
@@ -37,9 +37,16 @@ def write_graph(plan: Plan, output: str) -> None:
         raise CloudletError(f"cannot draw {output!r}: use .dot, .svg or .png")
     exe = shutil.which("dot")
     if exe is None:
-        raise CloudletError("drawing SVG/PNG needs Graphviz's 'dot' (apt-get install graphviz); "
-                            "-o FILE.dot works without it")
-    done = subprocess.run([exe, f"-T{fmt}", "-o", output], input=dot.encode(),
-                          capture_output=True, check=False, timeout=300)
+        raise CloudletError(
+            "drawing SVG/PNG needs Graphviz's 'dot' (apt-get install graphviz); "
+            "-o FILE.dot works without it"
+        )
+    done = subprocess.run(
+        [exe, f"-T{fmt}", "-o", output],
+        input=dot.encode(),
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
     if done.returncode != 0:
         raise CloudletError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")

@@ -46,8 +46,13 @@ def cmd_history(args: argparse.Namespace) -> int:
             text = as_yaml(entry.document)
             sys.stdout.write(f"revision {entry.revision}  {when}\n")
             if previous and not args.brief:
-                diff = difflib.unified_diff(previous.splitlines(), text.splitlines(),
-                                            "before", f"revision {entry.revision}", lineterm="")
+                diff = difflib.unified_diff(
+                    previous.splitlines(),
+                    text.splitlines(),
+                    "before",
+                    f"revision {entry.revision}",
+                    lineterm="",
+                )
                 sys.stdout.writelines("    " + line + "\n" for line in list(diff)[2:])
             previous = text
     finally:
@@ -66,8 +71,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             ports = expand(cloudlet, ctx.repo.get_ports(cloudlet.name)).port_mappings
             rev = ctx.repo.put_desired(cloudlet.name, unstructure(cloudlet), at=time.time())
             ctx.repo.put_ports(cloudlet.name, ports)
-        print(f"cloudlet {args.name}: desired state set back to revision {args.to} "
-              f"(now revision {rev}); run 'cloudlet sync' or let the daemon act on it")
+        print(
+            f"cloudlet {args.name}: desired state set back to revision {args.to} "
+            f"(now revision {rev}); run 'cloudlet sync' or let the daemon act on it"
+        )
     finally:
         ctx.close()
     return 0

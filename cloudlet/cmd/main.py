@@ -19,22 +19,32 @@ from cloudlet.errors import CloudletError, SpecError
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"level": record.levelname.lower(), "logger": record.name,
-                           "message": record.getMessage(), "time": record.created})
+        return json.dumps(
+            {
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+                "time": record.created,
+            }
+        )
 
 
 def setup_logging(verbose: bool, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json"
-                         else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger("cloudlet")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cloudlet", description="Declarative state sync for edge "
-                                "cloudlets.")
+    p = argparse.ArgumentParser(
+        prog="cloudlet", description="Declarative state sync for edge cloudlets."
+    )
     p.add_argument("--version", action="version", version=f"cloudlet {__version__}")
     p.add_argument("--state-dir", help="embedded store directory (env CLOUDLET_STATE_DIR)")
     p.add_argument("--etcd", help="etcd endpoints HOST:PORT[,...] (env CLOUDLET_ETCD)")
@@ -67,8 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug: say so plainly, trace only on request
         if args.verbose:
             raise
-        print(f"cloudlet: internal error: {type(err).__name__}: {err} "
-              "(run with --verbose for details)", file=sys.stderr)
+        print(
+            f"cloudlet: internal error: {type(err).__name__}: {err} "
+            "(run with --verbose for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

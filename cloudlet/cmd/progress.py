@@ -6,7 +6,14 @@ import logging
 import threading
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from cloudlet.cmd.render import print_plan
 from cloudlet.engine.sync import SyncListener
@@ -21,7 +28,7 @@ class RichProgress(SyncListener):
         self.console = console
         self.show_plan = show_plan
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
         self.running: set[str] = set()
         self.lock = threading.Lock()
 
@@ -30,12 +37,17 @@ class RichProgress(SyncListener):
         if self.show_plan and round_no == 1:
             print_plan(self.console, plan, limit=60)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("[dim]{task.fields[now]}"),
-            console=self.console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("[dim]{task.fields[now]}"),
+            console=self.console,
+            transient=False,
         )
-        self.task = self.progress.add_task(f"round {round_no}", total=plan.graph.number_of_nodes(),
-                                           now="")
+        self.task = self.progress.add_task(
+            f"round {round_no}", total=plan.graph.number_of_nodes(), now=""
+        )
         self.progress.start()
 
     def _now(self) -> str:
@@ -54,8 +66,9 @@ class RichProgress(SyncListener):
             if self.progress is not None and self.task is not None:
                 self.progress.update(self.task, advance=1, now=self._now())
             if result.outcome == "failed":
-                self.console.print(f"[red]✗ {step.phase} {step.change.id}: {result.error}[/]",
-                                   highlight=False)
+                self.console.print(
+                    f"[red]✗ {step.phase} {step.change.id}: {result.error}[/]", highlight=False
+                )
 
     def close(self) -> None:
         if self.progress is not None:
@@ -81,8 +94,9 @@ class PlainProgress(SyncListener):
         if result.outcome == "ok":
             self.console.print(f"  {verb} {step.change.id} ({took:.2f} s)", highlight=False)
         else:
-            self.console.print(f"  failed to {step.phase} {step.change.id}: {result.error}",
-                               highlight=False)
+            self.console.print(
+                f"  failed to {step.phase} {step.change.id}: {result.error}", highlight=False
+            )
 
     def close(self) -> None:
         return None

@@ -11,14 +11,20 @@ from rich.table import Table
 from cloudlet.engine.sync import SyncReport
 from cloudlet.planner import Plan
 
-SIGILS = {"create": ("+", "green"), "update": ("~", "yellow"),
-          "replace": ("-/+", "magenta"), "delete": ("-", "red")}
+SIGILS = {
+    "create": ("+", "green"),
+    "update": ("~", "yellow"),
+    "replace": ("-/+", "magenta"),
+    "delete": ("-", "red"),
+}
 
 
 def plan_summary(plan: Plan) -> str:
     c = plan.counts()
-    return (f"{c['create']} to create, {c['update']} to update, "
-            f"{c['replace']} to replace, {c['delete']} to delete")
+    return (
+        f"{c['create']} to create, {c['update']} to update, "
+        f"{c['replace']} to replace, {c['delete']} to delete"
+    )
 
 
 def print_plan(console: Console, plan: Plan, *, limit: int = 400) -> None:
@@ -29,8 +35,11 @@ def print_plan(console: Console, plan: Plan, *, limit: int = 400) -> None:
     width = max(len(a.id) for a in plan.actions[:limit])
     for action in plan.actions[:limit]:
         sigil, colour = SIGILS[action.op]
-        console.print(f"  [{colour}]{sigil:>3} {action.id:<{width}}[/]  [dim]{action.reason}[/]",
-                      highlight=False, markup=True)
+        console.print(
+            f"  [{colour}]{sigil:>3} {action.id:<{width}}[/]  [dim]{action.reason}[/]",
+            highlight=False,
+            markup=True,
+        )
     if len(plan.actions) > limit:
         console.print(f"  … and {len(plan.actions) - limit} more (use --json for all)")
 
@@ -40,35 +49,44 @@ PAST = {"create": "created", "update": "updated", "replace": "replaced", "delete
 
 def print_sync(console: Console, report: SyncReport) -> None:
     done = Counter(
-        s.op for s in report.steps
+        s.op
+        for s in report.steps
         if s.outcome == "ok" and (s.op != "replace" or s.phase == "create")
     )
     failed = [s for s in report.steps if s.outcome == "failed"]
     blocked = [s for s in report.steps if s.outcome in ("blocked", "cancelled")]
     verdict = "[green]converged[/]" if report.converged else "[red]FAILED[/]"
     parts = ", ".join(f"{n} {PAST[op]}" for op, n in sorted(done.items()))
-    console.print(f"[bold]{report.cloudlet}[/]: {verdict} in {report.wall:.2f} s"
-                  f" ({report.message}){'; ' + parts if parts else ''}")
+    console.print(
+        f"[bold]{report.cloudlet}[/]: {verdict} in {report.wall:.2f} s"
+        f" ({report.message}){'; ' + parts if parts else ''}"
+    )
     for s in failed:
-        console.print(f"  [red]✗ {s.phase} {s.id}[/]: {s.error} (after {s.attempts} attempts)",
-                      highlight=False)
+        console.print(
+            f"  [red]✗ {s.phase} {s.id}[/]: {s.error} (after {s.attempts} attempts)",
+            highlight=False,
+        )
     if blocked:
         names = ", ".join(s.id for s in blocked[:8])
         more = f" and {len(blocked) - 8} more" if len(blocked) > 8 else ""
-        console.print(f"  [yellow]⏸ {len(blocked)} blocked by failures:[/] {names}{more}",
-                      highlight=False)
+        console.print(
+            f"  [yellow]⏸ {len(blocked)} blocked by failures:[/] {names}{more}", highlight=False
+        )
 
 
 def print_status(console: Console, status: dict[str, Any]) -> None:
     console.print(f"[bold]cloudlet {status['cloudlet']}[/]")
     for cond in status["conditions"]:
         mark = "[green]✓[/]" if cond["status"] == "True" else "[red]✗[/]"
-        console.print(f"  {mark} {cond['type']:<9} {cond['reason']}: {cond['message']}",
-                      highlight=False)
+        console.print(
+            f"  {mark} {cond['type']:<9} {cond['reason']}: {cond['message']}", highlight=False
+        )
     last = status.get("lastSync") or {}
     if last:
-        console.print(f"  last sync: {last.get('outcome')} ({last.get('message')}), "
-                      f"{last.get('wallSeconds')} s")
+        console.print(
+            f"  last sync: {last.get('outcome')} ({last.get('message')}), "
+            f"{last.get('wallSeconds')} s"
+        )
     counts = Counter(r["state"] for r in status["resources"])
     console.print("  resources: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for rid in status["drift"][:50]:
@@ -78,6 +96,7 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
         for m in status["portMappings"]:
             public = f"{m['publicIp'] or '?'}:{m['publicPort']}"
             note = "" if m["publicPort"] == m["port"] else " (remapped)"
-            table.add_row(m["loadBalancer"], m["target"], f"{m['protocol']}/{m['port']}",
-                          public + note)
+            table.add_row(
+                m["loadBalancer"], m["target"], f"{m['protocol']}/{m['port']}", public + note
+            )
         console.print(table)

@@ -65,8 +65,9 @@ class StepRunner:
                 attempts=tally,
             )
         except ProviderError as err:
-            log.warning("%s %s failed after %d attempts: %s", step.phase, step.change.id,
-                        tally.count, err)
+            log.warning(
+                "%s %s failed after %d attempts: %s", step.phase, step.change.id, tally.count, err
+            )
             raise
         finally:
             with self._lock:

@@ -72,9 +72,17 @@ class SyncReport:
             "wallSeconds": round(self.wall, 4),
             "rounds": len(self.plans),
             "actions": [
-                {"id": s.id, "op": s.op, "phase": s.phase, "outcome": s.outcome,
-                 "started": s.started, "finished": s.finished, "attempts": s.attempts,
-                 "error": s.error, "round": s.round}
+                {
+                    "id": s.id,
+                    "op": s.op,
+                    "phase": s.phase,
+                    "outcome": s.outcome,
+                    "started": s.started,
+                    "finished": s.finished,
+                    "attempts": s.attempts,
+                    "error": s.error,
+                    "round": s.round,
+                }
                 for s in self.steps
             ],
         }
@@ -125,9 +133,7 @@ class Engine:
                 self.repo.forget(name)
             return report
 
-    def _converge(
-        self, name: str, expansion: Expansion, desired: Sequence[Resource]
-    ) -> SyncReport:
+    def _converge(self, name: str, expansion: Expansion, desired: Sequence[Resource]) -> SyncReport:
         t0 = self.clock()
         report = SyncReport(name)
         self._recover_journal(name)
@@ -153,8 +159,15 @@ class Engine:
         return report
 
     def _apply(self, plan: Plan, report: SyncReport, round_no: int, t0: float) -> int:
-        runner = StepRunner(name_of(plan), self.provider, self.repo, self.options.retry,
-                            self.sleep, self.wallclock, self.options.seed)
+        runner = StepRunner(
+            name_of(plan),
+            self.provider,
+            self.repo,
+            self.options.retry,
+            self.sleep,
+            self.wallclock,
+            self.options.seed,
+        )
         events = WalkEvents(
             started=lambda key: self.listener.step_started(plan.step(key)),
             finished=lambda res: self.listener.step_finished(plan.step(res.key), res),
@@ -173,27 +186,43 @@ class Engine:
         for key, res in sorted(results.items()):
             step = plan.step(key)
             failed += res.outcome != "ok"
-            report.steps.append(StepOutcome(
-                step.change.id, step.change.op, step.phase, res.outcome,
-                _shift(res.started, offset), _shift(res.finished, offset),
-                runner.attempts.get(step.change.id, 0), res.error, round_no,
-            ))
+            report.steps.append(
+                StepOutcome(
+                    step.change.id,
+                    step.change.op,
+                    step.phase,
+                    res.outcome,
+                    _shift(res.started, offset),
+                    _shift(res.finished, offset),
+                    runner.attempts.get(step.change.id, 0),
+                    res.error,
+                    round_no,
+                )
+            )
         return failed
 
     def _recover_journal(self, name: str) -> None:
         pending = self.repo.journal_pending(name)
         if pending:
-            log.warning("%s: %d actions were in flight when a previous run stopped (%s); "
-                        "re-observing and adopting by tag", name, len(pending),
-                        ", ".join(sorted(p.action_id for p in pending)[:5]))
+            log.warning(
+                "%s: %d actions were in flight when a previous run stopped (%s); "
+                "re-observing and adopting by tag",
+                name,
+                len(pending),
+                ", ".join(sorted(p.action_id for p in pending)[:5]),
+            )
             self.repo.journal_clear(name)
 
     def _record(
         self, name: str, expansion: Expansion, actual: Sequence[Observed], report: SyncReport
     ) -> None:
         at = self.wallclock()
-        last = {"at": at, "outcome": "converged" if report.converged else "failed",
-                "message": report.message, "wallSeconds": round(report.wall, 4)}
+        last = {
+            "at": at,
+            "outcome": "converged" if report.converged else "failed",
+            "message": report.message,
+            "wallSeconds": round(report.wall, 4),
+        }
         if not expansion.resources and report.converged:
             return
         self.repo.put_status(name, build_status(expansion, actual, at=at, last_sync=last))

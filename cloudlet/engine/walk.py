@@ -78,7 +78,10 @@ def walk(
                 key = running.pop(fut)
                 err = fut.exception()
                 result = NodeResult(
-                    key, "failed" if err else "ok", started[key], clock() - t0,
+                    key,
+                    "failed" if err else "ok",
+                    started[key],
+                    clock() - t0,
                     str(err) if err else None,
                 )
                 results[key] = result

@@ -76,13 +76,21 @@ def rule_text(rule: Rule) -> str:
 def _networks(b: _Builder) -> None:
     for net in b.spec.networks:
         b.add(f"network/{net.name}")
-        b.add(f"subnet/{net.name}", [f"network/{net.name}"], network=f"network/{net.name}",
-              cidr=net.cidr)
+        b.add(
+            f"subnet/{net.name}",
+            [f"network/{net.name}"],
+            network=f"network/{net.name}",
+            cidr=net.cidr,
+        )
     if b.spec.data_path == "floating-ip":
         lbnet = f"{b.cloudlet.name}.lb"
         b.add(f"network/{lbnet}")
-        b.add(f"subnet/{lbnet}", [f"network/{lbnet}"], network=f"network/{lbnet}",
-              cidr=b.spec.lb_subnet)
+        b.add(
+            f"subnet/{lbnet}",
+            [f"network/{lbnet}"],
+            network=f"network/{lbnet}",
+            cidr=b.spec.lb_subnet,
+        )
     if b.spec.data_path in ("router", "floating-ip"):
         subnets = tuple(sorted(r for r in b.out if r.startswith("subnet/")))
         b.add(f"router/{b.cloudlet.name}", subnets, external=True, interfaces=subnets)
@@ -115,10 +123,17 @@ def _load_balancer(b: _Builder, lb: LoadBalancer) -> None:
         members.append(b.vm(f"{lb.name}.{i}", tuple(legs), image, flavor))
     address = vips[0] if vips else first_leg
     if path == "floating-ip":
-        address = b.add(f"floating-ip/{lb.name}", [address, f"router/{b.cloudlet.name}"],
-                        target=address)
-    b.add(f"lb/{lb.name}", [*members, address], type=lb.type, redundancy=lb.redundancy,
-          members=tuple(members), address=address)
+        address = b.add(
+            f"floating-ip/{lb.name}", [address, f"router/{b.cloudlet.name}"], target=address
+        )
+    b.add(
+        f"lb/{lb.name}",
+        [*members, address],
+        type=lb.type,
+        redundancy=lb.redundancy,
+        members=tuple(members),
+        address=address,
+    )
 
 
 def _cluster(b: _Builder, cluster: Cluster) -> None:
@@ -158,8 +173,14 @@ def _listeners(b: _Builder, mappings: Sequence[PortMapping]) -> None:
     for m in mappings:
         targets, ready = _targets(b, m.target)
         name = f"{m.load_balancer}.{m.target}.{m.protocol}.{m.port}"
-        b.add(f"lb-listener/{name}", [f"lb/{m.load_balancer}", *ready], protocol=m.protocol,
-              port=m.port, publicPort=m.public_port, targets=targets)
+        b.add(
+            f"lb-listener/{name}",
+            [f"lb/{m.load_balancer}", *ready],
+            protocol=m.protocol,
+            port=m.port,
+            publicPort=m.public_port,
+            targets=targets,
+        )
 
 
 def expand(cloudlet: Cloudlet, previous_ports: Iterable[PortMapping] = ()) -> Expansion:

@@ -33,7 +33,9 @@ class Step:
 
     @property
     def key(self) -> str:
-        extra = f"@{self.change.current.uid}" if self.change.duplicate and self.change.current else ""
+        extra = (
+            f"@{self.change.current.uid}" if self.change.duplicate and self.change.current else ""
+        )
         return f"{self.phase}:{self.change.id}{extra}"
 
 

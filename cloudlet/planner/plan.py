@@ -65,9 +65,7 @@ def _actions(graph: nx.DiGraph) -> tuple[Action, ...]:
         seen.setdefault(akey, step.change)
         preds = {graph.nodes[p]["step"].change.id for p in graph.predecessors(key)}
         after.setdefault(akey, set()).update(preds - {step.change.id})
-    return tuple(
-        Action(c.op, c.id, c.reason, tuple(sorted(after[k])), c) for k, c in seen.items()
-    )
+    return tuple(Action(c.op, c.id, c.reason, tuple(sorted(after[k])), c) for k, c in seen.items())
 
 
 def plan_actions(name: str, desired: Sequence[Resource], actual: Iterable[Observed]) -> Plan:

@@ -57,8 +57,10 @@ def public_address(expansion: Expansion, lb: str, actual: Sequence[Observed]) ->
 
 
 def port_mappings(expansion: Expansion, actual: Sequence[Observed]) -> list[dict[str, Any]]:
-    ips = {m.load_balancer: public_address(expansion, m.load_balancer, actual)
-           for m in expansion.port_mappings}
+    ips = {
+        m.load_balancer: public_address(expansion, m.load_balancer, actual)
+        for m in expansion.port_mappings
+    }
     return [
         {
             "loadBalancer": m.load_balancer,
@@ -73,8 +75,13 @@ def port_mappings(expansion: Expansion, actual: Sequence[Observed]) -> list[dict
 
 
 def condition(kind: str, ok: bool, reason: str, message: str, at: float) -> dict[str, Any]:
-    return {"type": kind, "status": "True" if ok else "False", "reason": reason,
-            "message": message, "lastTransitionTime": at}
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": at,
+    }
 
 
 def build_status(
@@ -88,12 +95,27 @@ def build_status(
     drift = [r["id"] for r in resources if r["state"] != "ready"]
     synced = bool(last_sync and last_sync.get("outcome") == "converged")
     conditions = [
-        condition("Ready", not drift, "Converged" if not drift else "Drifted",
-                  f"{len(drift)} resources differ from the desired state", at),
-        condition("Synced", synced, "LastSyncSucceeded" if synced else "LastSyncFailed",
-                  str((last_sync or {}).get("message", "never synced")), at),
-        condition("Degraded", bool(drift) and not synced, "Drifted" if drift else "Healthy",
-                  "drift and no successful sync" if drift and not synced else "", at),
+        condition(
+            "Ready",
+            not drift,
+            "Converged" if not drift else "Drifted",
+            f"{len(drift)} resources differ from the desired state",
+            at,
+        ),
+        condition(
+            "Synced",
+            synced,
+            "LastSyncSucceeded" if synced else "LastSyncFailed",
+            str((last_sync or {}).get("message", "never synced")),
+            at,
+        ),
+        condition(
+            "Degraded",
+            bool(drift) and not synced,
+            "Drifted" if drift else "Healthy",
+            "drift and no successful sync" if drift and not synced else "",
+            at,
+        ),
     ]
     return {
         "cloudlet": expansion.cloudlet,

@@ -26,8 +26,9 @@ def cloudlet(data_path: str = "no-router", **spec: object) -> Cloudlet:
         "networks": [Network("internal", "10.10.0.0/24")],
         "security_groups": [SecurityGroup("web", [Rule(ports="443")])],
         "load_balancers": [LoadBalancer("root", "internal", security_groups=["web"])],
-        "clusters": [Cluster("apps", "internal", 1, 2, vip=True,
-                             expose=Expose("root", [PortSpec(443)]))],
+        "clusters": [
+            Cluster("apps", "internal", 1, 2, vip=True, expose=Expose("root", [PortSpec(443)]))
+        ],
         "vms": [Vm("game", "internal", image="game-v1", expose=Expose("root", [PortSpec(443)]))],
     }
     base.update(spec)

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from helpers import cloudlet
 
 from cloudlet.model.expand import EXTERNAL, expand
 from cloudlet.model.spec import Cluster, LoadBalancer, Vm
-from helpers import cloudlet
 
 
 def ids(c):
@@ -17,9 +17,18 @@ def test_same_spec_same_resources():
 
 def test_named_objects_keep_their_names_and_derived_ones_use_dots():
     got = ids(cloudlet())
-    for rid in ("network/internal", "subnet/internal", "lb/root", "vm/game", "vm/root.0",
-                "vm/apps.worker.1", "k8s-node/apps.worker.1", "vip/apps",
-                "lb-listener/root.game.tcp.443", "security-group/web"):
+    for rid in (
+        "network/internal",
+        "subnet/internal",
+        "lb/root",
+        "vm/game",
+        "vm/root.0",
+        "vm/apps.worker.1",
+        "k8s-node/apps.worker.1",
+        "vip/apps",
+        "lb-listener/root.game.tcp.443",
+        "security-group/web",
+    ):
         assert rid in got
 
 
@@ -80,7 +89,9 @@ def test_shared_lb_remaps_colliding_port_and_dedicated_does_not():
     res = e.by_id()
     assert res["lb-listener/root.game.tcp.443"].attrs["publicPort"] == 10000
     assert res["lb-listener/root.apps.tcp.443"].attrs["targets"] == (
-        "vm/apps.worker.0", "vm/apps.worker.1")
+        "vm/apps.worker.0",
+        "vm/apps.worker.1",
+    )
 
 
 @pytest.mark.parametrize("path", ["no-router", "router", "floating-ip"])

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import networkx as nx
 import pytest
+from helpers import as_observed, cloudlet
 
 from cloudlet.errors import PlanError
 from cloudlet.model.expand import expand
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.planner import plan_actions
-from helpers import as_observed, cloudlet
 
 
 def ops(plan):
@@ -48,10 +48,14 @@ def test_immutable_change_replaces_and_cascades_to_dependents():
     plan = plan_actions("c", desired, actual)
     got = ops(plan)
     assert got["subnet/internal"] == "replace"
-    assert "forces replacement" in next(a.reason for a in plan.actions
-                                        if a.id == "subnet/internal")
-    for rid in ("port/game", "vm/game", "port/apps.worker.0", "k8s-node/apps.worker.0",
-                "lb-listener/root.game.tcp.443"):
+    assert "forces replacement" in next(a.reason for a in plan.actions if a.id == "subnet/internal")
+    for rid in (
+        "port/game",
+        "vm/game",
+        "port/apps.worker.0",
+        "k8s-node/apps.worker.0",
+        "lb-listener/root.game.tcp.443",
+    ):
         assert got[rid] == "replace", rid
     assert "network/internal" not in got
     seen = order(plan)
@@ -114,5 +118,9 @@ def test_plan_json_shape():
     doc = plan_actions("berlin-1", desired, []).to_json()
     assert doc["cloudlet"] == "berlin-1"
     sub = next(a for a in doc["actions"] if a["id"] == "subnet/internal")
-    assert sub == {"op": "create", "id": "subnet/internal", "reason": "does not exist",
-                   "after": ["network/internal"]}
+    assert sub == {
+        "op": "create",
+        "id": "subnet/internal",
+        "reason": "does not exist",
+        "after": ["network/internal"],
+    }

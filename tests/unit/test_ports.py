@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import attrs
+from helpers import cloudlet
 
 from cloudlet.model.ports import REMAP_START, allocate_ports
 from cloudlet.model.spec import Expose, LoadBalancer, PortSpec, Vm
-from helpers import cloudlet
 
 
 def vms(*names, port=443, lb="root"):
@@ -39,14 +39,20 @@ def test_freed_remapped_port_is_reused_by_lowest_free_rule():
 
 
 def test_dedicated_lb_forwards_unchanged():
-    c = cloudlet(clusters=[], vms=vms("a", lb="ded"),
-                 load_balancers=[LoadBalancer("ded", "internal", type="dedicated")])
+    c = cloudlet(
+        clusters=[],
+        vms=vms("a", lb="ded"),
+        load_balancers=[LoadBalancer("ded", "internal", type="dedicated")],
+    )
     assert public(allocate_ports(c)) == {"a": 443}
 
 
 def test_stale_previous_mapping_for_other_lb_type_is_ignored():
     before = allocate_ports(cloudlet(clusters=[], vms=vms("a", "b")))
     moved = [attrs.evolve(m, public_port=12345) for m in before]
-    c = cloudlet(clusters=[], vms=vms("a", "b"),
-                 load_balancers=[LoadBalancer("root", "internal", type="dedicated")])
+    c = cloudlet(
+        clusters=[],
+        vms=vms("a", "b"),
+        load_balancers=[LoadBalancer("root", "internal", type="dedicated")],
+    )
     assert public(allocate_ports(c, moved)) == {"a": 443, "b": 443}

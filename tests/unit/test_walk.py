@@ -4,6 +4,7 @@ import random
 import threading
 
 import networkx as nx
+import pytest
 
 from cloudlet.engine.retry import Attempts, RetryPolicy, call_with_retry
 from cloudlet.engine.walk import walk
@@ -66,8 +67,7 @@ def test_longest_remaining_path_starts_first_with_one_worker():
     g.add_edges_from([("long1", "long2"), ("long2", "long3")])
     g.add_nodes_from(["short"])
     seen: list[str] = []
-    walk(g, seen.append, parallelism=1, priority={"long1": 3, "long2": 2, "long3": 1,
-                                                   "short": 1})
+    walk(g, seen.append, parallelism=1, priority={"long1": 3, "long2": 2, "long3": 1, "short": 1})
     assert seen[0] == "long1"
 
 
@@ -88,8 +88,13 @@ def test_retry_transient_until_success_with_injected_sleep():
         return "ok"
 
     tally = Attempts()
-    got = call_with_retry(flaky, RetryPolicy(attempts=5, base=0.1, cap=1.0),
-                          sleep=sleeps.append, rng=random.Random(1), attempts=tally)
+    got = call_with_retry(
+        flaky,
+        RetryPolicy(attempts=5, base=0.1, cap=1.0),
+        sleep=sleeps.append,
+        rng=random.Random(1),
+        attempts=tally,
+    )
     assert got == "ok" and tally.count == 3 and len(sleeps) == 2
     assert 0 <= sleeps[0] <= 0.1 and 0 <= sleeps[1] <= 0.2
 
@@ -98,17 +103,23 @@ def test_retry_gives_up_on_permanent_and_after_budget():
     sleeps: list[float] = []
     tally = Attempts()
     try:
-        call_with_retry(lambda: (_ for _ in ()).throw(ProviderError("quota", transient=False)),
-                        RetryPolicy(), sleep=sleeps.append, attempts=tally)
+        call_with_retry(
+            lambda: (_ for _ in ()).throw(ProviderError("quota", transient=False)),
+            RetryPolicy(),
+            sleep=sleeps.append,
+            attempts=tally,
+        )
     except ProviderError as err:
         assert not err.transient
     assert tally.count == 1 and sleeps == []
     tally = Attempts()
-    try:
-        call_with_retry(lambda: (_ for _ in ()).throw(ProviderError("409", transient=True)),
-                        RetryPolicy(attempts=4), sleep=sleeps.append, attempts=tally)
-    except ProviderError:
-        pass
+    with pytest.raises(ProviderError):
+        call_with_retry(
+            lambda: (_ for _ in ()).throw(ProviderError("409", transient=True)),
+            RetryPolicy(attempts=4),
+            sleep=sleeps.append,
+            attempts=tally,
+        )
     assert tally.count == 4 and len(sleeps) == 3
 
 

@@ -24,6 +24,11 @@ def heat_name(rid: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "_", f"{kind}__{name}")
 
 
+def _ids(r: Resource, key: str) -> tuple[str, ...]:
+    value = r.attrs.get(key)
+    return value if isinstance(value, tuple) else ()
+
+
 def _ref(rid: str) -> dict[str, str]:
     return {"get_resource": heat_name(rid)}
 
@@ -42,18 +47,18 @@ def _port(r: Resource, subnets: dict[str, str], tags: list[str]) -> dict[str, An
     props: dict[str, Any] = {"name": r.id, "network": _network_of(r, subnets), "tags": tags}
     if r.attrs.get("subnet"):
         props["fixed_ips"] = [{"subnet": _ref(str(r.attrs["subnet"]))}]
-    groups = r.attrs.get("securityGroups") or ()
+    groups = _ids(r, "securityGroups")
     if groups:
-        props["security_groups"] = [_ref(g) for g in groups]  # type: ignore[union-attr]
-    pairs = r.attrs.get("allowedAddressPairs") or ()
+        props["security_groups"] = [_ref(g) for g in groups]
+    pairs = _ids(r, "allowedAddressPairs")
     if pairs:
-        props["allowed_address_pairs"] = [{"ip_address": _ip_of(v)} for v in pairs]  # type: ignore[union-attr]
+        props["allowed_address_pairs"] = [{"ip_address": _ip_of(v)} for v in pairs]
     return {"type": "OS::Neutron::Port", "properties": props}
 
 
 def _rules(r: Resource) -> list[dict[str, Any]]:
     rules = []
-    for text in r.attrs.get("rules") or ():  # type: ignore[union-attr]
+    for text in _ids(r, "rules"):
         direction, protocol, ports, remote = str(text).split(" ")
         rule: dict[str, Any] = {"direction": direction, "remote_ip_prefix": remote}
         if protocol != "any":
@@ -70,29 +75,57 @@ def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
     kind = r.kind
     simple: dict[str, Callable[[], dict[str, Any]]] = {
         "network": lambda: {"type": "OS::Neutron::Net", "properties": {"name": r.id, "tags": tags}},
-        "subnet": lambda: {"type": "OS::Neutron::Subnet", "properties": {
-            "name": r.id, "network": _ref(str(r.attrs["network"])),
-            "cidr": r.attrs["cidr"], "tags": tags}},
-        "router": lambda: {"type": "OS::Neutron::Router", "properties": {
-            "name": r.id, "external_gateway_info": {"network": {"get_param": "external_network"}},
-            "tags": tags}},
-        "security-group": lambda: {"type": "OS::Neutron::SecurityGroup", "properties": {
-            "name": r.id, "rules": _rules(r)}},
+        "subnet": lambda: {
+            "type": "OS::Neutron::Subnet",
+            "properties": {
+                "name": r.id,
+                "network": _ref(str(r.attrs["network"])),
+                "cidr": r.attrs["cidr"],
+                "tags": tags,
+            },
+        },
+        "router": lambda: {
+            "type": "OS::Neutron::Router",
+            "properties": {
+                "name": r.id,
+                "external_gateway_info": {"network": {"get_param": "external_network"}},
+                "tags": tags,
+            },
+        },
+        "security-group": lambda: {
+            "type": "OS::Neutron::SecurityGroup",
+            "properties": {"name": r.id, "rules": _rules(r)},
+        },
         "port": lambda: _port(r, subnets, tags),
         "vip": lambda: _port(r, subnets, tags),
-        "vm": lambda: {"type": "OS::Nova::Server", "properties": {
-            "name": r.id, "image": r.attrs["image"], "flavor": r.attrs["flavor"],
-            "networks": [{"port": _ref(p)} for p in r.attrs["ports"]],  # type: ignore[union-attr]
-            "metadata": {"cloudlet-owner": owner, "cloudlet-id": r.id}}},
-        "floating-ip": lambda: {"type": "OS::Neutron::FloatingIP", "properties": {
-            "floating_network": {"get_param": "external_network"},
-            "port_id": _ref(str(r.attrs["target"]))}},
+        "vm": lambda: {
+            "type": "OS::Nova::Server",
+            "properties": {
+                "name": r.id,
+                "image": r.attrs["image"],
+                "flavor": r.attrs["flavor"],
+                "networks": [{"port": _ref(p)} for p in _ids(r, "ports")],
+                "metadata": {"cloudlet-owner": owner, "cloudlet-id": r.id},
+            },
+        },
+        "floating-ip": lambda: {
+            "type": "OS::Neutron::FloatingIP",
+            "properties": {
+                "floating_network": {"get_param": "external_network"},
+                "port_id": _ref(str(r.attrs["target"])),
+            },
+        },
     }
     if kind in simple:
         return simple[kind]()
     value = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(r.attrs.items())}
-    return {"type": "OS::Heat::Value", "properties": {"type": "json", "value": {
-        "cloudlet-owner": owner, "cloudlet-id": r.id, **value}}}
+    return {
+        "type": "OS::Heat::Value",
+        "properties": {
+            "type": "json",
+            "value": {"cloudlet-owner": owner, "cloudlet-id": r.id, **value},
+        },
+    }
 
 
 def render_heat(expansion: Expansion, external_network: str = "public") -> dict[str, Any]:
@@ -104,7 +137,7 @@ def render_heat(expansion: Expansion, external_network: str = "public") -> dict[
             body["depends_on"] = [heat_name(d) for d in r.deps]
         resources[heat_name(r.id)] = body
         if r.kind == "router":
-            for i, sub in enumerate(r.attrs.get("interfaces") or ()):  # type: ignore[union-attr]
+            for i, sub in enumerate(_ids(r, "interfaces")):
                 resources[f"{heat_name(r.id)}__if{i}"] = {
                     "type": "OS::Neutron::RouterInterface",
                     "properties": {"router": _ref(r.id), "subnet": _ref(sub)},
@@ -112,10 +145,19 @@ def render_heat(expansion: Expansion, external_network: str = "public") -> dict[
     return {
         "heat_template_version": HEAT_VERSION,
         "description": f"cloudlet {expansion.cloudlet}, rendered by cloudlet export heat",
-        "parameters": {"external_network": {"type": "string", "default": external_network,
-                                            "description": "the site's external network"}},
+        "parameters": {
+            "external_network": {
+                "type": "string",
+                "default": external_network,
+                "description": "the site's external network",
+            }
+        },
         "resources": resources,
-        "outputs": {m.load_balancer + "_" + m.target + "_" + str(m.port): {
-            "description": f"{m.protocol}/{m.port} of {m.target} on LB {m.load_balancer}",
-            "value": m.public_port} for m in expansion.port_mappings},
+        "outputs": {
+            m.load_balancer + "_" + m.target + "_" + str(m.port): {
+                "description": f"{m.protocol}/{m.port} of {m.target} on LB {m.load_balancer}",
+                "value": m.public_port,
+            }
+            for m in expansion.port_mappings
+        },
     }
