@@ -1,4 +1,6 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "unit"))
+here = Path(__file__).parent
+for sub in ("unit", "property", "contract", "integration"):
+    sys.path.insert(0, str(here / sub))

@@ -66,10 +66,19 @@ class StepRunner:
             )
         except ProviderError as err:
             log.warning(
-                "%s %s failed after %d attempts: %s", step.phase, step.change.id, tally.count, err
+                "%s %s failed after %d attempts: %s",
+                step.phase,
+                step.change.id,
+                tally.count,
+                err,
             )
+            self._done(step, key, tally)
             raise
-        finally:
-            with self._lock:
-                self.attempts[step.change.id] = tally.count
-            self.repo.journal_end(key)
+        # Anything else (a crash, an interrupt) leaves the journal entry: the
+        # action really is in flight as far as anyone can tell.
+        self._done(step, key, tally)
+
+    def _done(self, step: Step, key: str, tally: Attempts) -> None:
+        with self._lock:
+            self.attempts[step.change.id] = tally.count
+        self.repo.journal_end(key)

@@ -17,8 +17,9 @@ from typing import Any
 import attrs
 
 from cloudlet.engine.apply import StepRunner
-from cloudlet.engine.retry import RetryPolicy
+from cloudlet.engine.retry import RetryPolicy, call_with_retry
 from cloudlet.engine.walk import NodeResult, WalkEvents, walk
+from cloudlet.errors import ProviderError
 from cloudlet.model.codec import unstructure
 from cloudlet.model.expand import Expansion, expand
 from cloudlet.model.resources import Observed, Resource
@@ -63,6 +64,8 @@ class SyncReport:
     plans: list[Plan] = attrs.field(factory=list)
     wall: float = 0.0
     message: str = ""
+    #: The last observation, which the stored status is built from.
+    actual: list[Observed] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,7 +118,7 @@ class Engine:
     def plan(self, cloudlet: Cloudlet) -> Plan:
         """What sync would do now; stores nothing."""
         resources = self.expansion(cloudlet).resources
-        return plan_actions(cloudlet.name, resources, self.provider.observe(cloudlet.name))
+        return plan_actions(cloudlet.name, resources, self.observe(cloudlet.name))
 
     def sync(self, cloudlet: Cloudlet) -> SyncReport:
         name = cloudlet.name
@@ -137,26 +140,43 @@ class Engine:
         t0 = self.clock()
         report = SyncReport(name)
         self._recover_journal(name)
-        actual: list[Observed] = []
-        for round_no in range(1, self.options.max_rounds + 1):
-            actual = self.provider.observe(name)
-            plan = plan_actions(name, desired, actual)
+        try:
+            self._rounds(name, desired, report, t0)
+        except ProviderError as err:
+            report.converged = False
+            report.message = f"cannot observe the cloudlet: {err}"
+        report.wall = self.clock() - t0
+        if report.actual is not None:
+            self._record(name, expansion, report.actual, report)
+        return report
+
+    def observe(self, name: str) -> list[Observed]:
+        """One observation, retried like any provider call."""
+        return call_with_retry(
+            lambda: self.provider.observe(name), self.options.retry, sleep=self.sleep
+        )
+
+    def _rounds(
+        self, name: str, desired: Sequence[Resource], report: SyncReport, t0: float
+    ) -> None:
+        """Observe, plan, apply; again until a fresh plan is empty."""
+        for round_no in range(1, self.options.max_rounds + 2):
+            report.actual = self.observe(name)
+            plan = plan_actions(name, desired, report.actual)
             if plan.empty:
                 report.converged = True
                 report.message = "converged" if round_no > 1 else "no changes"
-                break
+                return
+            if round_no > self.options.max_rounds:
+                report.message = f"not converged after {self.options.max_rounds} rounds"
+                return
             report.plans.append(plan)
             self.listener.plan_ready(plan, round_no)
             failed = self._apply(plan, report, round_no, t0)
             if failed or self.stop.is_set():
                 report.message = f"{failed} actions failed" if failed else "interrupted"
-                actual = self.provider.observe(name)
-                break
-        else:
-            report.message = f"not converged after {self.options.max_rounds} rounds"
-        report.wall = self.clock() - t0
-        self._record(name, expansion, actual, report)
-        return report
+                report.actual = self.observe(name)
+                return
 
     def _apply(self, plan: Plan, report: SyncReport, round_no: int, t0: float) -> int:
         runner = StepRunner(

@@ -38,6 +38,8 @@ from cloudlet.model.validate import (
 )
 
 T = TypeVar("T")
+#: Specs never need more than 64 bits; bigger ints cannot even be printed safely.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 #: Leaves first: a class's hook is generated after the hooks of its fields.
 SPEC_CLASSES: tuple[type[Any], ...] = (
@@ -81,6 +83,8 @@ def _str(value: object, _: object) -> str:
 
 def _int(value: object, _: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
+        if not INT_MIN <= value <= INT_MAX:
+            raise ValueProblem("integer out of range")
         return value
     raise ValueProblem(f"expected an integer, got {kind_of(value)}")
 

@@ -20,7 +20,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from cloudlet.errors import Location, SpecError
-from cloudlet.model.codec import structure_located
+from cloudlet.model.codec import INT_MAX, INT_MIN, structure_located
 from cloudlet.model.spec import Cloudlet
 from cloudlet.model.validate import (
     Locate,
@@ -212,10 +212,14 @@ class _Walker:
             self.problem(node, f"tag {_short_tag(node.tag)} is not allowed")
             return None
         try:
-            return construct(node)
+            value = construct(node)
         except (ValueError, KeyError, IndexError, OverflowError):
             self.problem(node, f"invalid {_short_tag(node.tag)} value {shown(node.value)}")
             return None
+        if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+            self.problem(node, "integer out of range (more than 64 bits)")
+            return None
+        return value
 
     def mapping(self, node: MappingNode, path: Path, depth: int) -> dict[Hashable, object]:
         out: dict[Hashable, object] = {}
@@ -343,7 +347,21 @@ def _structure_all(docs: list[tuple[object, Locator]]) -> tuple[list[Cloudlet], 
 
 
 def load_text(text: str, filename: str) -> list[Cloudlet]:
-    """Every cloudlet in ``text``, or a SpecError listing every problem found."""
+    """Every cloudlet in ``text``, or a SpecError listing every problem found.
+
+    Callers handle SpecError only, so a bug here must not surface as another
+    exception on some odd input: it is reported, located at the file's start.
+    """
+    try:
+        return _load_text(text, filename)
+    except SpecError:
+        raise
+    except Exception as exc:
+        message = f"internal error while loading ({type(exc).__name__}: {shown(str(exc), 200)})"
+        raise SpecError([(Location(filename, 1, 1), message)]) from exc
+
+
+def _load_text(text: str, filename: str) -> list[Cloudlet]:
     problems = _precheck(text, filename)
     if problems:
         raise SpecError(problems)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 import attrs
@@ -30,6 +30,7 @@ LABEL_RE = re.compile(r"[A-Za-z0-9._/-]{0,63}")
 PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_./-]{1,63}")
 PORTS_RE = re.compile(r"([0-9]{1,5})(?:-([0-9]{1,5}))?")
 PORT_MAX = 65535
+SUGGEST_MAX = 200
 PREFIX_MIN, PREFIX_MAX = 16, 29
 #: Network address, gateway and broadcast: never available to ports.
 RESERVED_ADDRESSES = 3
@@ -63,7 +64,10 @@ def camel(name: str) -> str:
 
 def shown(value: object, limit: int = 40) -> str:
     """A value quoted for a message, cut short: inputs may be megabytes long."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        text = "<huge number>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -80,9 +84,12 @@ def render_path(path: Path) -> str:
     return out
 
 
-def did_you_mean(value: object, known: Sequence[str]) -> str:
+def did_you_mean(value: object, known: Iterable[str]) -> str:
     """A `` (did you mean 'x'?)`` suffix when something known is close."""
+    known = list(known)
     text = str(value)
+    if len(known) > SUGGEST_MAX or len(text) > SUGGEST_MAX:
+        return ""  # matching is quadratic: not worth it on huge inputs
     if camel(text) in known and camel(text) != text:
         return f" (did you mean {camel(text)!r}?)"
     close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
@@ -132,7 +139,7 @@ class _Checker:
                     used_by = render_path(first[:-1])
                     self.add(path, f"name {item.name!r} is already used by {used_by}")
 
-    def reference(self, path: Path, value: str, known: Sequence[str], what: str) -> None:
+    def reference(self, path: Path, value: str, known: Mapping[str, object], what: str) -> None:
         if value not in known:
             self.add(path, f"unknown {what} {shown(value)}{did_you_mean(value, known)}")
 
@@ -211,16 +218,25 @@ def _check_networks(c: _Checker) -> dict[str, ipaddress.IPv4Network]:
             parsed.append((path, net.name, subnet))
     lb_path: Path = ("spec", "lbSubnet")
     lb_subnet = c.network(lb_path, spec.lb_subnet)
-    for i, (path, _, subnet) in enumerate(parsed):
-        for _, other_name, other in parsed[:i]:
-            if subnet.overlaps(other):
-                c.add(path, f"{subnet} overlaps network {other_name!r} ({other})")
+    _check_overlaps(c, parsed)
+    for path, _, subnet in parsed:
         if spec.data_path == "floating-ip" and lb_subnet and subnet.overlaps(lb_subnet):
             c.add(path, f"{subnet} overlaps lbSubnet ({lb_subnet}) used by the floating-ip path")
     by_name = {name: subnet for _, name, subnet in reversed(parsed)}
     if lb_subnet is not None:
         by_name.setdefault("", lb_subnet)  # "" is no valid network name: the LB subnet's slot
     return by_name
+
+
+def _check_overlaps(c: _Checker, parsed: list[tuple[Path, str, ipaddress.IPv4Network]]) -> None:
+    """A sweep over subnets sorted by start: linear, where pairs would be quadratic."""
+    ordered = sorted(enumerate(parsed), key=lambda e: (int(e[1][2].network_address), e[0]))
+    widest: tuple[str, ipaddress.IPv4Network] | None = None
+    for _, (path, name, subnet) in ordered:
+        if widest is not None and subnet.network_address <= widest[1].broadcast_address:
+            c.add(path, f"{subnet} overlaps network {widest[0]!r} ({widest[1]})")
+        if widest is None or subnet.broadcast_address > widest[1].broadcast_address:
+            widest = (name, subnet)
 
 
 def _check_rules(c: _Checker) -> None:
@@ -259,9 +275,9 @@ def _exposers(c: _Checker) -> list[tuple[Path, str, Expose]]:
 
 def _check_references(c: _Checker) -> None:
     spec = c.cloudlet.spec
-    networks = [n.name for n in spec.networks]
-    groups = [g.name for g in spec.security_groups]
-    lbs = [lb.name for lb in spec.load_balancers]
+    networks = dict.fromkeys(n.name for n in spec.networks)
+    groups = dict.fromkeys(g.name for g in spec.security_groups)
+    lbs = dict.fromkeys(lb.name for lb in spec.load_balancers)
     placed: list[tuple[Path, str, list[str]]] = []
     groups_by_key: tuple[tuple[str, Sequence[_Placed]], ...] = (
         ("loadBalancers", spec.load_balancers),

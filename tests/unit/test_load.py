@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudlet.errors import Location, SpecError
 from cloudlet.model import codec
@@ -170,7 +175,9 @@ def test_str_field_rejects_other_types(value: str) -> None:
 def test_int_field_is_strict(value: str, got: str) -> None:
     text = MINIMAL + f"  clusters:\n    - {{name: k, network: internal, masters: {value}}}\n"
     (line,) = problems(text)
-    assert line.startswith(f"F.yaml:11:45: spec.clusters[0].masters: expected an integer, got {got}")
+    assert line.startswith(
+        f"F.yaml:11:45: spec.clusters[0].masters: expected an integer, got {got}"
+    )
 
 
 def test_bool_field_is_strict() -> None:
@@ -182,13 +189,19 @@ def test_bool_field_is_strict() -> None:
 def test_literal_rejects_other_values() -> None:
     text = MINIMAL.replace("spec:\n", "spec:\n  dataPath: bridge\n")
     (line,) = problems(text)
-    assert line.startswith("F.yaml:6:13: spec.dataPath: must be one of: no-router, router, floating-ip")
+    assert line.startswith(
+        "F.yaml:6:13: spec.dataPath: must be one of: no-router, router, floating-ip"
+    )
 
 
 def test_unknown_field_points_at_the_key_and_suggests() -> None:
-    text = MINIMAL.replace("{name: game, network: internal}", "{name: game, network: internal, flavour: x}")
+    text = MINIMAL.replace(
+        "{name: game, network: internal}", "{name: game, network: internal, flavour: x}"
+    )
     (line,) = problems(text)
-    assert line.startswith("F.yaml:9:39: spec.vms[0]: unknown field 'flavour' (did you mean 'flavor'?)")
+    assert line.startswith(
+        "F.yaml:9:39: spec.vms[0]: unknown field 'flavour' (did you mean 'flavor'?)"
+    )
 
 
 def test_snake_case_key_suggests_camel_case() -> None:
@@ -231,7 +244,12 @@ spec:
     - {network: internal}
 """
     lines = problems(text)
-    assert [x.split(": ")[0] for x in lines] == ["F.yaml:5:13", "F.yaml:7:14", "F.yaml:9:36", "F.yaml:10:7"]
+    assert [x.split(": ")[0] for x in lines] == [
+        "F.yaml:5:13",
+        "F.yaml:7:14",
+        "F.yaml:9:36",
+        "F.yaml:10:7",
+    ]
 
 
 def test_document_that_is_not_a_mapping() -> None:
@@ -239,10 +257,16 @@ def test_document_that_is_not_a_mapping() -> None:
 
 
 def test_problems_from_several_documents_are_all_reported() -> None:
-    text = MINIMAL.replace("cidr: 10.0.0.0/24", "cidr: 10") + "---\n" + MINIMAL.replace("kind:", "knd:")
+    text = (
+        MINIMAL.replace("cidr: 10.0.0.0/24", "cidr: 10")
+        + "---\n"
+        + MINIMAL.replace("kind:", "knd:")
+    )
     lines = problems(text)
     assert any(x.startswith("F.yaml:7:") for x in lines)
-    assert any(x.startswith("F.yaml:11:1: ") and "missing required field 'kind'" in x for x in lines)
+    assert any(
+        x.startswith("F.yaml:11:1: ") and "missing required field 'kind'" in x for x in lines
+    )
     assert any(x.startswith("F.yaml:12:1: ") and "unknown field 'knd'" in x for x in lines)
 
 
@@ -321,3 +345,35 @@ def test_codec_structure_runs_semantic_validation() -> None:
 def test_codec_returns_a_cloudlet() -> None:
     (cloudlet,) = load_text(MINIMAL, "F.yaml")
     assert isinstance(codec.structure(codec.unstructure(cloudlet)), Cloudlet)
+
+
+def strategy_for(tp: Any) -> st.SearchStrategy[Any]:
+    """Any value of a spec type, valid or not, within what the codec accepts."""
+    origin, args = get_origin(tp), get_args(tp)
+    simple: dict[Any, st.SearchStrategy[Any]] = {
+        str: st.text(max_size=6),
+        int: st.integers(codec.INT_MIN, codec.INT_MAX),
+        float: st.floats(allow_nan=False),
+        bool: st.booleans(),
+        type(None): st.none(),
+    }
+    if tp in simple:
+        return simple[tp]
+    if origin is Literal:
+        return st.sampled_from(args)
+    if origin is list:
+        return st.lists(strategy_for(args[0]), max_size=2)
+    if origin is dict:
+        return st.dictionaries(st.text(max_size=4), strategy_for(args[1]), max_size=2)
+    if origin in (Union, UnionType):
+        return st.one_of([strategy_for(a) for a in args])
+    hints = get_type_hints(tp)
+    return st.builds(tp, **{f.name: strategy_for(hints[f.name]) for f in attrs.fields(tp)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(strategy_for(Cloudlet))
+def test_codec_round_trip_property(cloudlet: Cloudlet) -> None:
+    """Any spec, valid or not, survives unstructure/structure unchanged."""
+    data = codec.unstructure(cloudlet)
+    assert codec.structure_located(data, lambda _: None, lambda _: None) == cloudlet

@@ -94,7 +94,11 @@ def test_render_path() -> None:
 
 
 def test_api_version_and_kind() -> None:
-    lines = problems(edit("apiVersion: cloudlet/v1", "apiVersion: cloudlet/v2", "kind: Cloudlet", "kind: Clodlet"))
+    lines = problems(
+        edit(
+            "apiVersion: cloudlet/v1", "apiVersion: cloudlet/v2", "kind: Cloudlet", "kind: Clodlet"
+        )
+    )
     assert lines[0].startswith("F.yaml:1:13: apiVersion: must be 'cloudlet/v1'")
     assert lines[1].startswith("F.yaml:2:7: kind: must be 'Cloudlet'")
 
@@ -125,19 +129,37 @@ def test_bad_object_names(old: str, new: str, where: str) -> None:
 
 
 def test_duplicate_network_names() -> None:
-    line = problems(edit("{name: backend, cidr: 10.1.0.0/24}", "{name: internal, cidr: 10.1.0.0/24}"))[0]
-    assert line.startswith("F.yaml:11:14: spec.networks[1].name: name 'internal' is already used by spec.networks[0]")
+    line = problems(
+        edit("{name: backend, cidr: 10.1.0.0/24}", "{name: internal, cidr: 10.1.0.0/24}")
+    )[0]
+    assert line.startswith(
+        "F.yaml:11:14: spec.networks[1].name: name 'internal' is already used by spec.networks[0]"
+    )
 
 
 def test_vm_lb_and_cluster_share_a_namespace() -> None:
-    line = one(edit("    - name: chat\n", "    - name: root\n", "{loadBalancer: solo", "{loadBalancer: root"))
-    assert line.startswith("F.yaml:29:13: spec.vms[1].name: name 'root' is already used by spec.loadBalancers[0]")
+    line = one(
+        edit(
+            "    - name: chat\n", "    - name: root\n", "{loadBalancer: solo", "{loadBalancer: root"
+        )
+    )
+    assert line.startswith(
+        "F.yaml:29:13: spec.vms[1].name: name 'root' is already used by spec.loadBalancers[0]"
+    )
     lines = problems(edit("    - name: game\n", "    - name: apps\n"))
-    assert lines[0].startswith("F.yaml:25:13: spec.vms[0].name: name 'apps' is already used by spec.clusters[0]")
+    assert lines[0].startswith(
+        "F.yaml:25:13: spec.vms[0].name: name 'apps' is already used by spec.clusters[0]"
+    )
 
 
 def test_network_and_vm_may_share_a_name() -> None:
-    load_text(edit("    - name: game\n      network: internal\n", "    - name: internal\n      network: internal\n"), "F.yaml")
+    load_text(
+        edit(
+            "    - name: game\n      network: internal\n",
+            "    - name: internal\n      network: internal\n",
+        ),
+        "F.yaml",
+    )
 
 
 def test_duplicate_security_groups() -> None:
@@ -147,7 +169,12 @@ def test_duplicate_security_groups() -> None:
 
 @pytest.mark.parametrize(
     ("labels", "what"),
-    [("{'a b': x}", "invalid label key"), ("{'': x}", "invalid label key"), ("{a: '" + "v" * 64 + "'}", "invalid label value"), ("{a: 'x y'}", "invalid label value")],
+    [
+        ("{'a b': x}", "invalid label key"),
+        ("{'': x}", "invalid label key"),
+        ("{a: '" + "v" * 64 + "'}", "invalid label value"),
+        ("{a: 'x y'}", "invalid label value"),
+    ],
 )
 def test_labels(labels: str, what: str) -> None:
     line = one(edit("labels: {region: eu-1}", f"labels: {labels}"))
@@ -155,7 +182,10 @@ def test_labels(labels: str, what: str) -> None:
 
 
 def test_good_labels() -> None:
-    load_text(edit("labels: {region: eu-1}", "labels: {app.kubernetes.io/name: x_y-Z.1, empty: ''}"), "F.yaml")
+    load_text(
+        edit("labels: {region: eu-1}", "labels: {app.kubernetes.io/name: x_y-Z.1, empty: ''}"),
+        "F.yaml",
+    )
 
 
 # --- networks -------------------------------------------------------------------
@@ -180,7 +210,9 @@ def test_bad_network_cidrs(cidr: str, message: str) -> None:
 
 def test_overlapping_networks() -> None:
     line = one(edit("cidr: 10.1.0.0/24", "cidr: 10.0.0.128/25"))
-    assert line.startswith("F.yaml:11:29: spec.networks[1].cidr: 10.0.0.128/25 overlaps network 'internal'")
+    assert line.startswith(
+        "F.yaml:11:29: spec.networks[1].cidr: 10.0.0.128/25 overlaps network 'internal'"
+    )
 
 
 def test_lb_subnet_overlap_only_matters_on_floating_ip() -> None:
@@ -192,7 +224,9 @@ def test_lb_subnet_overlap_only_matters_on_floating_ip() -> None:
 
 
 def test_bad_lb_subnet() -> None:
-    line = one(edit("  dataPath: no-router\n", "  dataPath: floating-ip\n  lbSubnet: 192.168.0.1/24\n"))
+    line = one(
+        edit("  dataPath: no-router\n", "  dataPath: floating-ip\n  lbSubnet: 192.168.0.1/24\n")
+    )
     assert line.startswith("F.yaml:9:13: spec.lbSubnet: host bits are set")
 
 
@@ -210,16 +244,27 @@ def test_dangling_references_with_suggestions() -> None:
     )
     lines = problems(text)
     assert lines == [
-        "F.yaml:21:16: spec.clusters[0].network: unknown network 'backnd' (did you mean 'backend'?)",
-        "F.yaml:27:24: spec.vms[0].securityGroups[0]: unknown security group 'wbe' (did you mean 'web'?)",
+        "F.yaml:21:16: spec.clusters[0].network: unknown network 'backnd'"
+        " (did you mean 'backend'?)",
+        "F.yaml:27:24: spec.vms[0].securityGroups[0]: unknown security group 'wbe'"
+        " (did you mean 'web'?)",
         "F.yaml:27:29: spec.vms[0].securityGroups[1]: unknown security group 'zzz'",
-        "F.yaml:31:30: spec.vms[1].expose.loadBalancer: unknown load balancer 'slo' (did you mean 'solo'?)",
+        "F.yaml:31:30: spec.vms[1].expose.loadBalancer: unknown load balancer 'slo'"
+        " (did you mean 'solo'?)",
     ]
 
 
 def test_lb_references() -> None:
-    lines = problems(edit("{name: root, network: internal, securityGroups: [web]}", "{name: root, network: nowhere, securityGroups: [db]}"))
-    assert [x.split(": ")[1] for x in lines] == ["spec.loadBalancers[0].network", "spec.loadBalancers[0].securityGroups[0]"]
+    lines = problems(
+        edit(
+            "{name: root, network: internal, securityGroups: [web]}",
+            "{name: root, network: nowhere, securityGroups: [db]}",
+        )
+    )
+    assert [x.split(": ")[1] for x in lines] == [
+        "spec.loadBalancers[0].network",
+        "spec.loadBalancers[0].securityGroups[0]",
+    ]
 
 
 # --- ports and rules -----------------------------------------------------------------
@@ -227,13 +272,26 @@ def test_lb_references() -> None:
 
 @pytest.mark.parametrize("port", ["0", "65536", "-1"])
 def test_exposed_port_range(port: str) -> None:
-    line = one(edit("ports: [{port: 443}]}\n    - name: chat", f"ports: [{{port: {port}}}]}}\n    - name: chat"))
+    line = one(
+        edit(
+            "ports: [{port: 443}]}\n    - name: chat",
+            f"ports: [{{port: {port}}}]}}\n    - name: chat",
+        )
+    )
     assert line.startswith("F.yaml:28:") and "out of range 1..65535" in line
 
 
 def test_duplicate_port_within_one_target() -> None:
-    line = one(edit("[{port: 8443}]", "[{port: 8443}, {protocol: udp, port: 8443}, {port: 8443, protocol: tcp}]"))
-    assert line.startswith("F.yaml:23:") and "spec.clusters[0].expose.ports[2].port: tcp/8443 is exposed twice" in line
+    line = one(
+        edit(
+            "[{port: 8443}]",
+            "[{port: 8443}, {protocol: udp, port: 8443}, {port: 8443, protocol: tcp}]",
+        )
+    )
+    assert (
+        line.startswith("F.yaml:23:")
+        and "spec.clusters[0].expose.ports[2].port: tcp/8443 is exposed twice" in line
+    )
 
 
 def test_shared_lb_remaps_collisions_so_they_are_fine() -> None:
@@ -241,12 +299,28 @@ def test_shared_lb_remaps_collisions_so_they_are_fine() -> None:
 
 
 def test_dedicated_lb_collision_is_an_error() -> None:
-    line = one(edit("{loadBalancer: root, ports: [{port: 443}]}", "{loadBalancer: solo, ports: [{port: 443}]}"))
-    assert line.startswith("F.yaml:31:") and "spec.vms[1].expose.ports[0].port: tcp/443 on dedicated load balancer 'solo' is already taken by 'game'" in line
+    line = one(
+        edit(
+            "{loadBalancer: root, ports: [{port: 443}]}",
+            "{loadBalancer: solo, ports: [{port: 443}]}",
+        )
+    )
+    assert (
+        line.startswith("F.yaml:31:")
+        and "spec.vms[1].expose.ports[0].port: tcp/443 on dedicated load balancer 'solo'"
+        " is already taken by 'game'"
+        in line
+    )
 
 
 def test_dedicated_lb_distinguishes_protocols() -> None:
-    load_text(edit("{loadBalancer: root, ports: [{port: 443}]}", "{loadBalancer: solo, ports: [{port: 443, protocol: udp}]}"), "F.yaml")
+    load_text(
+        edit(
+            "{loadBalancer: root, ports: [{port: 443}]}",
+            "{loadBalancer: solo, ports: [{port: 443, protocol: udp}]}",
+        ),
+        "F.yaml",
+    )
 
 
 @pytest.mark.parametrize(
@@ -266,10 +340,20 @@ def test_dedicated_lb_distinguishes_protocols() -> None:
 )
 def test_bad_rules(rule: str, column: int, message: str) -> None:
     line = one(edit('{protocol: tcp, ports: "443", remote: 0.0.0.0/0}', rule))
-    assert line.startswith(f"F.yaml:15:{column}: spec.securityGroups[0].rules[0].") and message in line
+    assert (
+        line.startswith(f"F.yaml:15:{column}: spec.securityGroups[0].rules[0].") and message in line
+    )
 
 
-@pytest.mark.parametrize("rule", ['{protocol: tcp, ports: "1-65535"}', "{protocol: icmp}", "{protocol: any, direction: egress, remote: '::/0'}", '{protocol: udp, ports: "53", remote: 10.0.0.7}'])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        '{protocol: tcp, ports: "1-65535"}',
+        "{protocol: icmp}",
+        "{protocol: any, direction: egress, remote: '::/0'}",
+        '{protocol: udp, ports: "53", remote: 10.0.0.7}',
+    ],
+)
 def test_good_rules(rule: str) -> None:
     load_text(edit('{protocol: tcp, ports: "443", remote: 0.0.0.0/0}', rule), "F.yaml")
 
@@ -277,9 +361,24 @@ def test_good_rules(rule: str) -> None:
 # --- counts and capacity ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [("masters", 0, "1..9"), ("masters", 10, "1..9"), ("workers", -1, "0..1000"), ("workers", 1001, "0..1000")])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("masters", 0, "1..9"),
+        ("masters", 10, "1..9"),
+        ("workers", -1, "0..1000"),
+        ("workers", 1001, "0..1000"),
+    ],
+)
 def test_cluster_counts(field: str, value: int, message: str) -> None:
-    lines = problems(edit("      workers: 2\n", f"      workers: 2\n      {field}: {value}\n".replace("workers: 2\n      workers", "workers")))
+    lines = problems(
+        edit(
+            "      workers: 2\n",
+            f"      workers: 2\n      {field}: {value}\n".replace(
+                "workers: 2\n      workers", "workers"
+            ),
+        )
+    )
     assert any(f"spec.clusters[0].{field}: must be in {message}" in x for x in lines), lines
 
 
@@ -303,7 +402,10 @@ def _capacity_spec(cidr: str, vms: int, data_path: str = "no-router", lbs: int =
 def test_network_capacity() -> None:
     load_text(_capacity_spec("10.0.0.0/29", 5), "F.yaml")  # 8 - 3 reserved = 5
     line = one(_capacity_spec("10.0.0.0/29", 6))
-    assert line == "F.yaml:7:33: spec.networks[0].cidr: network 'tiny' (10.0.0.0/29) has room for 5 addresses, 6 needed"
+    assert (
+        line == "F.yaml:7:33: spec.networks[0].cidr: network 'tiny' (10.0.0.0/29)"
+        " has room for 5 addresses, 6 needed"
+    )
 
 
 def test_capacity_counts_lb_members_per_data_path() -> None:
@@ -314,7 +416,9 @@ def test_capacity_counts_lb_members_per_data_path() -> None:
     # floating-ip: members and VIP sit on lbSubnet (5 usable on a /29): 2 LBs need 6
     load_text(_capacity_spec("10.0.0.0/29", 5, "floating-ip", lbs=1), "F.yaml")
     line = one(_capacity_spec("10.0.0.0/29", 5, "floating-ip", lbs=2))
-    assert line.startswith("F.yaml:6:13: spec.lbSubnet: lbSubnet (192.168.0.0/29) has room for 5 addresses, 6 needed")
+    assert line.startswith(
+        "F.yaml:6:13: spec.lbSubnet: lbSubnet (192.168.0.0/29) has room for 5 addresses, 6 needed"
+    )
 
 
 def test_capacity_counts_cluster_nodes_and_vip() -> None:
@@ -343,15 +447,31 @@ def test_capacity_counts_cluster_nodes_and_vip() -> None:
         ("{type: fake, failureRate: 1.0}", ["spec.platform.failureRate: must be in [0, 1)"]),
         ("{type: fake, failureRate: -0.1}", ["spec.platform.failureRate: must be in [0, 1)"]),
         ("{type: fake, failureRate: .nan}", ["spec.platform.failureRate: must be in [0, 1)"]),
-        ("{type: fake, cloud: mine}", ["spec.platform.cloud: cloud applies to platform type openstack"]),
+        (
+            "{type: fake, cloud: mine}",
+            ["spec.platform.cloud: cloud applies to platform type openstack"],
+        ),
         (
             "{type: openstack}",
-            ["spec.platform: platform type openstack requires cloud", "spec.platform: platform type openstack requires externalNetwork"],
+            [
+                "spec.platform: platform type openstack requires cloud",
+                "spec.platform: platform type openstack requires externalNetwork",
+            ],
         ),
         ("{type: openstack, cloud: c, externalNetwork: ''}", ["requires externalNetwork"]),
-        ("{type: openstack, cloud: c, externalNetwork: public, latencyMs: 3}", ["spec.platform.latencyMs: latencyMs applies to platform type fake"]),
-        ("{type: vsphere, datacenter: dc, cluster: c, datastore: ds, network: n}", ["spec.platform: platform type vsphere requires template"]),
-        ("{type: vsphere, datacenter: dc, cluster: c, datastore: ds, network: n, template: t, cloud: x}", ["cloud applies to platform type openstack"]),
+        (
+            "{type: openstack, cloud: c, externalNetwork: public, latencyMs: 3}",
+            ["spec.platform.latencyMs: latencyMs applies to platform type fake"],
+        ),
+        (
+            "{type: vsphere, datacenter: dc, cluster: c, datastore: ds, network: n}",
+            ["spec.platform: platform type vsphere requires template"],
+        ),
+        (
+            "{type: vsphere, datacenter: dc, cluster: c, datastore: ds, network: n,"
+            " template: t, cloud: x}",
+            ["cloud applies to platform type openstack"],
+        ),
     ],
 )
 def test_platform(platform: str, messages: list[str]) -> None:
