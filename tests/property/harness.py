@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -85,8 +86,12 @@ class World:
         self.cloud = FakeProvider(self.dir)
 
     def engine(self, provider: object | None = None, parallelism: int = 4) -> Engine:
-        return Engine(self.repo, provider or self.cloud,  # type: ignore[arg-type]
-                      SyncOptions(parallelism=parallelism, seed=0), sleep=lambda s: None)
+        return Engine(
+            self.repo,
+            provider or self.cloud,  # type: ignore[arg-type]
+            SyncOptions(parallelism=parallelism, seed=0),
+            sleep=lambda s: None,
+        )
 
     def sync(self, cloudlet: Cloudlet, provider: object | None = None) -> SyncReport:
         return self.engine(provider).sync(cloudlet)
@@ -96,10 +101,8 @@ class World:
 
     def crash_sync(self, cloudlet: Cloudlet, after: int, during: bool) -> None:
         provider = CrashingProvider(self.cloud, after, during)
-        try:
+        with contextlib.suppress(SimulatedCrash):
             self.engine(provider).sync(cloudlet)
-        except SimulatedCrash:
-            pass
 
     def assert_converged_to(self, cloudlet: Cloudlet) -> None:
         """Cloud == expansion of the spec: nothing missing, duplicated or orphaned."""

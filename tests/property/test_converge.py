@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from harness import World
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import cloudlets, edits
 
 from cloudlet.model.expand import expand
 from cloudlet.model.ports import allocate_ports
 from cloudlet.planner import plan_actions
-from harness import World
-from strategies import cloudlets, edits
 
-FAST = settings(max_examples=40, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @FAST
@@ -52,6 +55,7 @@ def test_port_allocations_are_stable_under_edits(data):
         if m.key in old and m.load_balancer in shared:
             assert m.public_port == old[m.key], m
     # and no two claims of one shared LB share a public port
-    slots = [(m.load_balancer, m.protocol, m.public_port) for m in after
-             if m.load_balancer in shared]
+    slots = [
+        (m.load_balancer, m.protocol, m.public_port) for m in after if m.load_balancer in shared
+    ]
     assert len(slots) == len(set(slots))

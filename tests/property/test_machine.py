@@ -9,13 +9,13 @@ no port moved, and the cloud never refused an action for ordering reasons.
 
 from __future__ import annotations
 
+from harness import World
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from strategies import FLAVORS, IMAGES, cloudlets, edits
 
 from cloudlet.model.spec import Cloudlet
-from harness import World
-from strategies import FLAVORS, IMAGES, cloudlets, edits
 
 DRIFT_DELETABLE = ("vm", "lb-listener", "k8s-node", "floating-ip")
 
@@ -57,8 +57,11 @@ class CloudletMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def drift_delete(self, data: st.DataObject) -> None:
         assert self.spec is not None
-        objs = [o for o in self.world.cloud.cloud.list_objects(self.spec.name)
-                if o.kind in DRIFT_DELETABLE]
+        objs = [
+            o
+            for o in self.world.cloud.cloud.list_objects(self.spec.name)
+            if o.kind in DRIFT_DELETABLE
+        ]
         if objs:
             victim = data.draw(st.sampled_from(objs))
             self.world.cloud.cloud.remove(self.spec.name, victim.uid)
@@ -104,7 +107,9 @@ class CloudletMachine(RuleBasedStateMachine):
 
 
 CloudletMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=20, deadline=None,
+    max_examples=60,
+    stateful_step_count=20,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestCloudletMachine = CloudletMachine.TestCase
