@@ -77,10 +77,10 @@ def print_sync(console: Console, report: SyncReport) -> None:
 def print_status(console: Console, status: dict[str, Any]) -> None:
     console.print(f"[bold]cloudlet {status['cloudlet']}[/]")
     for cond in status["conditions"]:
-        mark = "[green]✓[/]" if cond["status"] == "True" else "[red]✗[/]"
-        console.print(
-            f"  {mark} {cond['type']:<9} {cond['reason']}: {cond['message']}", highlight=False
-        )
+        healthy = (cond["status"] == "True") != (cond["type"] == "Degraded")
+        mark = "[green]✓[/]" if healthy else "[red]✗[/]"
+        detail = f": {cond['message']}" if cond["message"] else ""
+        console.print(f"  {mark} {cond['type']:<9} {cond['reason']}{detail}", highlight=False)
     last = status.get("lastSync") or {}
     if last:
         console.print(

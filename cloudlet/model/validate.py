@@ -290,6 +290,8 @@ def _check_references(c: _Checker) -> None:
         c.reference((*base, "network"), network, networks, "network")
         for j, group in enumerate(group_refs):
             c.reference((*base, "securityGroups", j), group, groups, "security group")
+            if group in group_refs[:j]:
+                c.add((*base, "securityGroups", j), f"security group {group!r} is listed twice")
     for base, _, expose in _exposers(c):
         c.reference((*base, "expose", "loadBalancer"), expose.load_balancer, lbs, "load balancer")
 

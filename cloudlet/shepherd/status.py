@@ -84,6 +84,30 @@ def condition(kind: str, ok: bool, reason: str, message: str, at: float) -> dict
     }
 
 
+def _conditions(
+    drift: Sequence[str], last_sync: Mapping[str, Any] | None, at: float
+) -> list[dict[str, Any]]:
+    """Ready: matches its spec now. Synced: the last sync converged.
+    Degraded: it differs from its spec and the last sync could not fix it."""
+    outcome = (last_sync or {}).get("outcome")
+    synced = outcome == "converged"
+    message = str((last_sync or {}).get("message", ""))
+    ready_msg = f"{len(drift)} resources differ from the desired state" if drift else ""
+    sync_reason = {"converged": "LastSyncSucceeded", "failed": "LastSyncFailed"}
+    degraded = bool(drift) and outcome == "failed"
+    return [
+        condition("Ready", not drift, "Drifted" if drift else "Converged", ready_msg, at),
+        condition("Synced", synced, sync_reason.get(str(outcome), "NeverSynced"), message, at),
+        condition(
+            "Degraded",
+            degraded,
+            "SyncFailed" if degraded else "AsExpected",
+            message if degraded else "",
+            at,
+        ),
+    ]
+
+
 def build_status(
     expansion: Expansion,
     actual: Sequence[Observed],
@@ -94,29 +118,7 @@ def build_status(
     resources = resource_states(expansion, actual)
     drift = [r["id"] for r in resources if r["state"] != "ready"]
     synced = bool(last_sync and last_sync.get("outcome") == "converged")
-    conditions = [
-        condition(
-            "Ready",
-            not drift,
-            "Converged" if not drift else "Drifted",
-            f"{len(drift)} resources differ from the desired state",
-            at,
-        ),
-        condition(
-            "Synced",
-            synced,
-            "LastSyncSucceeded" if synced else "LastSyncFailed",
-            str((last_sync or {}).get("message", "never synced")),
-            at,
-        ),
-        condition(
-            "Degraded",
-            bool(drift) and not synced,
-            "Drifted" if drift else "Healthy",
-            "drift and no successful sync" if drift and not synced else "",
-            at,
-        ),
-    ]
+    conditions = _conditions(drift, last_sync, at)
     return {
         "cloudlet": expansion.cloudlet,
         "resources": resources,

@@ -186,13 +186,14 @@ def test_concurrent_syncs_of_one_cloudlet(tmp_path: Path, state_dir: Path) -> No
     expected = fresh_creates(spec, tmp_path)
 
     args = ("sync", spec, "--yes", "--json", "--parallelism", "2")
-    procs = [spawn(*args, state_dir=state_dir), spawn(*args, state_dir=state_dir)]
+    # Three at once on a fresh state dir: they also race to create the store.
+    procs = [spawn(*args, state_dir=state_dir) for _ in range(3)]
     outs = [p.communicate(timeout=60) for p in procs]
     for p, (stdout, stderr) in zip(procs, outs, strict=True):
         assert p.returncode == 0, f"exit {p.returncode}\n{stdout}\n{stderr}"
         assert "Traceback" not in stdout + stderr
     summaries = [json.loads(stdout) for stdout, _ in outs]
-    # The lock serialises the runs: one creates everything, the other finds
+    # The lock serialises the runs: one creates everything, the others find
     # nothing left to do; no resource is created twice.
     created = [a["id"] for s in summaries for a in s["actions"] if a["op"] == "create"]
     assert sorted(created) == sorted(expected)
@@ -238,3 +239,37 @@ def test_lock_timeout_is_reported(tmp_path: Path, state_dir: Path) -> None:
     # The kernel drops a dead holder's lock: the next sync just runs.
     ok(cli("sync", spec, "--yes", state_dir=state_dir, env={"CLOUDLET_LOCK_TIMEOUT": "5"}))
     assert len(tagged_ids(fake_ls(state_dir, NAME))) >= 40
+
+
+HOLD_FRESH_STORE = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("writing", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def test_a_store_being_created_by_another_process_is_waited_for(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """Two first runs on a fresh state dir race to create ``state.db``: while
+    one holds its first write transaction (before WAL is switched on), the
+    other must wait like any writer, not die with "database is locked".
+    Deterministic stand-in for the race that the concurrent syncs above hit
+    now and then."""
+    spec = write_spec(tmp_path / "crashy.yaml", latency_ms=0)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FRESH_STORE, str(state_dir / "state.db"), "1.0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "writing"
+        proc = cli("apply", spec, state_dir=state_dir)
+    finally:
+        holder.communicate(timeout=10)
+    ok(proc)
+    ok(cli("get", NAME, state_dir=state_dir))

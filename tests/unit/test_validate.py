@@ -534,3 +534,22 @@ def test_validate_without_locations() -> None:
     fixed = attrs.evolve(cloudlet, spec=attrs.evolve(cloudlet.spec, vms=cloudlet.spec.vms[:1]))
     assert validate(fixed) == []
     assert len(validate_documents([fixed, fixed])) == 1
+
+
+def test_a_security_group_listed_twice_is_reported_at_the_second_mention() -> None:
+    from cloudlet.errors import SpecError
+    from cloudlet.model.load import load_text
+
+    text = (
+        "apiVersion: cloudlet/v1\nkind: Cloudlet\nmetadata: {name: a}\nspec:\n"
+        "  networks: [{name: n, cidr: 10.0.0.0/24}]\n  securityGroups: [{name: web}]\n"
+        "  vms: [{name: v, network: n, securityGroups: [web, web]}]\n"
+    )
+    try:
+        load_text(text, "d.yaml")
+    except SpecError as err:
+        assert err.render() == (
+            "d.yaml:7:53: spec.vms[0].securityGroups[1]: security group 'web' is listed twice"
+        )
+    else:
+        raise AssertionError("duplicate security group accepted")
