@@ -106,11 +106,18 @@ def cascade_replacements(
     A VM cannot move to a new subnet in place, and its ports point at the old
     one: so whatever was built on a replaced object is rebuilt after it.
     """
-    dependents: dict[str, list[str]] = defaultdict(list)
+    want = {r.id: r for r in desired}
+    dependents: dict[str, set[str]] = defaultdict(set)
     for r in desired:
         for dep in r.deps:
-            dependents[dep].append(r.id)
-    want = {r.id: r for r in desired}
+            dependents[dep].add(r.id)
+    # What uses the old object now counts too: a listener still pointing at a
+    # replaced node must be rebuilt, or its update would have to wait for the
+    # new node while the old node's delete waits for the update (a cycle).
+    for rid, objs in have.items():
+        if rid in want:
+            for dep in objs[0].deps:
+                dependents[dep].add(rid)
     by_id = {c.id: c for c in changes if not c.duplicate}
     queue = sorted(c.id for c in changes if c.op == "replace")
     while queue:

@@ -117,7 +117,6 @@ def build_status(
 ) -> dict[str, Any]:
     resources = resource_states(expansion, actual)
     drift = [r["id"] for r in resources if r["state"] != "ready"]
-    synced = bool(last_sync and last_sync.get("outcome") == "converged")
     conditions = _conditions(drift, last_sync, at)
     return {
         "cloudlet": expansion.cloudlet,

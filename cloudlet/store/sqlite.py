@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cloudlet.errors import ConflictError, LockTimeout
+from cloudlet.sqlitefile import connect_shared
 from cloudlet.store.base import Entry
 
 STATE_DB = "state.db"
@@ -85,15 +86,7 @@ class SqliteStore:
         return conn
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: we issue BEGIN ourselves so that writes can be
-        # IMMEDIATE. check_same_thread=False only so close() can close every
-        # thread's connection; each connection is still used by one thread.
-        conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn = connect_shared(self.path, BUSY_TIMEOUT_S)
         with self._guard:
             self._connections.append(conn)
         return conn

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from strategies import FLAVORS, IMAGES, cloudlets, edits
 
+from cloudlet.model.resources import Observed
 from cloudlet.model.spec import Cloudlet
 
 DRIFT_DELETABLE = ("vm", "lb-listener", "k8s-node", "floating-ip")
@@ -54,14 +55,16 @@ class CloudletMachine(RuleBasedStateMachine):
         self.spec = data.draw(edits(self.spec))
         self.converge()
 
+    def tagged(self) -> list[Observed]:
+        """In id order: cloud uids differ between replays, ids do not."""
+        assert self.spec is not None
+        objs = self.world.cloud.cloud.list_objects(self.spec.name)
+        return sorted((o for o in objs if o.id), key=lambda o: (str(o.id), o.uid))
+
     @rule(data=st.data())
     def drift_delete(self, data: st.DataObject) -> None:
         assert self.spec is not None
-        objs = [
-            o
-            for o in self.world.cloud.cloud.list_objects(self.spec.name)
-            if o.kind in DRIFT_DELETABLE
-        ]
+        objs = [o for o in self.tagged() if o.kind in DRIFT_DELETABLE]
         if objs:
             victim = data.draw(st.sampled_from(objs))
             self.world.cloud.cloud.remove(self.spec.name, victim.uid)
@@ -69,7 +72,7 @@ class CloudletMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def drift_change(self, data: st.DataObject) -> None:
         assert self.spec is not None
-        vms = [o for o in self.world.cloud.cloud.list_objects(self.spec.name) if o.kind == "vm"]
+        vms = [o for o in self.tagged() if o.kind == "vm"]
         if vms:
             vm = data.draw(st.sampled_from(vms))
             key = data.draw(st.sampled_from(["image", "flavor"]))
@@ -81,7 +84,7 @@ class CloudletMachine(RuleBasedStateMachine):
         """Transient faults (before or after the cloud acted); may fail, never corrupts."""
         assert self.spec is not None
         self.spec = data.draw(edits(self.spec))
-        self.world.sync(self.spec, self.world.faulty(rate, seed))
+        self.world.sync(self.spec, self.world.faulty(rate, seed), parallelism=1)
 
     @rule(data=st.data(), after=st.integers(1, 40), during=st.booleans())
     def crash_mid_sync(self, data: st.DataObject, after: int, during: bool) -> None:

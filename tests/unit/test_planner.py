@@ -124,3 +124,28 @@ def test_plan_json_shape():
         "reason": "does not exist",
         "after": ["network/internal"],
     }
+
+
+def test_object_still_using_a_replaced_one_is_rebuilt_not_cycled():
+    """Found by the state machine: a cluster listener retargeted from masters to
+    new workers while the first master's node is replaced planned a cycle."""
+    desired = expand(cloudlet()).resources
+    actual = []
+    for o in as_observed(desired, {"k8s-node/apps.master.0": {"role": "worker"}}):
+        if o.id == "lb-listener/root.apps.tcp.443":
+            o = Observed(
+                o.uid,
+                o.id,
+                o.kind,
+                {**o.attrs, "targets": ("vm/apps.master.0",)},
+                ("lb/root", "vm/apps.master.0", "k8s-node/apps.master.0"),
+            )
+        actual.append(o)
+    plan = plan_actions("c", desired, actual)
+    got = ops(plan)
+    assert got["k8s-node/apps.master.0"] == "replace"
+    assert got["lb-listener/root.apps.tcp.443"] == "replace"
+    seen = order(plan)
+    assert seen.index("delete:lb-listener/root.apps.tcp.443") < seen.index(
+        "delete:k8s-node/apps.master.0"
+    )

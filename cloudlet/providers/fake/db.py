@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from cloudlet.errors import ProviderError
+from cloudlet.sqlitefile import connect_shared
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -94,19 +94,12 @@ class Database:
         return conn
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,  # we issue BEGIN and COMMIT ourselves
-            check_same_thread=False,  # only so that close() can close every thread's
-        )
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        _enable_wal(conn)
-        with self._conns_lock:
-            if self._pid != os.getpid():  # a child must not close its parent's connections
-                self._pid, self._conns = os.getpid(), []
-            self._conns.append(conn)
+        try:
+            conn = connect_shared(self.path, BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.OperationalError as err:
+            raise ProviderError(
+                f"fake cloud: cannot open its database: {err}", transient=True
+            ) from err
         return conn
 
     @contextmanager
@@ -135,15 +128,3 @@ class Database:
         for conn in conns:
             conn.close()
         self._local = threading.local()
-
-
-def _enable_wal(conn: sqlite3.Connection) -> None:
-    """Switching a fresh file to WAL can lose a race with another process."""
-    for _ in range(300):
-        try:
-            if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] == "wal":
-                return
-        except sqlite3.OperationalError:
-            pass
-        time.sleep(0.01)
-    raise ProviderError("fake cloud: cannot switch its database to WAL", transient=True)
