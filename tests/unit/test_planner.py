@@ -132,6 +132,8 @@ def test_object_still_using_a_replaced_one_is_rebuilt_not_cycled():
     desired = expand(cloudlet()).resources
     actual = []
     for o in as_observed(desired, {"k8s-node/apps.master.0": {"role": "worker"}}):
+        if ".worker." in (o.id or ""):
+            continue  # the workers are new: the cluster just grew from masters only
         if o.id == "lb-listener/root.apps.tcp.443":
             o = Observed(
                 o.uid,
