@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from cloudlet.cmd import history as history_cmd
+from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context
 from cloudlet.cmd.graphout import write_graph
 from cloudlet.cmd.progress import PlainProgress, RichProgress
@@ -226,3 +227,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--output", default="-", help="out.dot, out.svg or out.png (- = DOT)")
     add("apply", cmd_apply, "store the desired state only").add_argument("file", metavar="FILE")
     history_cmd.register(add)
+    reconcile_cmd.register(add)

@@ -64,6 +64,8 @@ class SyncReport:
     plans: list[Plan] = attrs.field(factory=list)
     wall: float = 0.0
     message: str = ""
+    #: The desired revision this sync applied.
+    revision: int | None = None
     #: The last observation, which the stored status is built from.
     actual: list[Observed] | None = None
 
@@ -124,9 +126,25 @@ class Engine:
         name = cloudlet.name
         with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
             expansion = self.expansion(cloudlet)
-            self.repo.put_desired(name, unstructure(cloudlet), at=self.wallclock())
+            revision = self.repo.put_desired(name, unstructure(cloudlet), at=self.wallclock())
             self.repo.put_ports(name, expansion.port_mappings)
-            return self._converge(name, expansion, expansion.resources)
+            return self._converge(name, expansion, expansion.resources, revision)
+
+    def report_only(self, cloudlet: Cloudlet) -> SyncReport:
+        """Observe and record drift without changing anything (drift policy
+        ``report``): the stored last sync stays what it was."""
+        name = cloudlet.name
+        report = SyncReport(name, message="observed only (drift policy: report)")
+        t0 = self.clock()
+        report.actual = self.observe(name)
+        report.wall = self.clock() - t0
+        previous = (self.repo.get_status(name) or {}).get("lastSync")
+        status = build_status(
+            self.expansion(cloudlet), report.actual, at=self.wallclock(), last_sync=previous
+        )
+        self.repo.put_status(name, status)
+        report.converged = not status["drift"]
+        return report
 
     def destroy(self, name: str) -> SyncReport:
         with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
@@ -136,9 +154,15 @@ class Engine:
                 self.repo.forget(name)
             return report
 
-    def _converge(self, name: str, expansion: Expansion, desired: Sequence[Resource]) -> SyncReport:
+    def _converge(
+        self,
+        name: str,
+        expansion: Expansion,
+        desired: Sequence[Resource],
+        revision: int | None = None,
+    ) -> SyncReport:
         t0 = self.clock()
-        report = SyncReport(name)
+        report = SyncReport(name, revision=revision)
         self._recover_journal(name)
         try:
             self._rounds(name, desired, report, t0)
@@ -242,6 +266,7 @@ class Engine:
             "outcome": "converged" if report.converged else "failed",
             "message": report.message,
             "wallSeconds": round(report.wall, 4),
+            "revision": report.revision,
         }
         if not expansion.resources and report.converged:
             return

@@ -1,0 +1,71 @@
+"""``cloudlet reconcile``: the daemon's entry point and its flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cloudlet.cmd.context import Context
+from cloudlet.engine.daemon import Daemon, DaemonOptions
+from cloudlet.errors import CloudletError
+from cloudlet.model.spec import Cloudlet
+from cloudlet.providers.base import Provider
+from cloudlet.shepherd.metrics import Metrics
+
+log = logging.getLogger("cloudlet.daemon")
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    if args.resync <= 0 or args.workers < 1 or args.parallelism < 1:
+        raise CloudletError("--resync must be positive; --workers and --parallelism at least 1")
+    ctx = Context.from_args(args.state_dir, args.etcd)
+    lock = threading.Lock()
+
+    def provider_for(cloudlet: Cloudlet) -> Provider:
+        with lock:
+            return ctx.provider(cloudlet.spec.platform)
+
+    replica = args.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    metrics = Metrics(replica)
+    options = DaemonOptions(
+        resync=args.resync, workers=args.workers, poll=args.poll, parallelism=args.parallelism
+    )
+    daemon = Daemon(ctx.repo, provider_for, metrics, options)
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, args.metrics_addr)
+        log.warning("metrics on http://%s:%d/metrics", args.metrics_addr, args.metrics_port)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.warning("signal %d: finishing in-flight steps, then stopping", signum)
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.warning(
+        "replica %s reconciling every %.0f s from %s",
+        replica,
+        args.resync,
+        args.etcd or ctx.state_dir,
+    )
+    try:
+        daemon.run()
+    finally:
+        ctx.close()
+    return 0
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("reconcile", cmd_reconcile, "daemon: keep every stored cloudlet converged")
+    p.add_argument("--resync", type=float, default=60.0, help="seconds between drift checks")
+    p.add_argument("--workers", type=int, default=4, help="cloudlets reconciled at once")
+    p.add_argument("--parallelism", type=int, default=10, help="provider calls per cloudlet")
+    p.add_argument("--poll", type=float, default=0.1, help="seconds between store polls")
+    p.add_argument("--metrics-port", type=int, default=None)
+    p.add_argument("--metrics-addr", default="127.0.0.1")
+    p.add_argument("--replica-id", default=None)

@@ -1,0 +1,152 @@
+"""``cloudlet reconcile``: keep every stored cloudlet converged, forever.
+
+Level-triggered, like a Kubernetes controller: a watcher notices desired
+specs whose revision changed and queues their names; workers take a name,
+re-read the desired spec and the actual state, and sync. Every success
+schedules the next periodic resync (jittered, so a thousand cloudlets do not
+resync in one burst), which is what heals drift made behind our back; every
+failure is retried with exponential backoff. The daemon dials out only (to
+its store and the orchestrators); the one port it may open is for metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+
+from cloudlet.engine.queue import WorkQueue
+from cloudlet.engine.sync import Engine, SyncOptions, SyncReport
+from cloudlet.errors import CloudletError
+from cloudlet.model.codec import structure
+from cloudlet.model.spec import Cloudlet
+from cloudlet.providers.base import Provider
+from cloudlet.shepherd.metrics import InstrumentedProvider, Metrics
+from cloudlet.store.records import StateRepo
+
+log = logging.getLogger("cloudlet.daemon")
+
+
+@attrs.frozen
+class DaemonOptions:
+    resync: float = 60.0
+    jitter: float = 0.1
+    workers: int = 4
+    poll: float = 0.1
+    parallelism: int = 10
+    lock_timeout: float = 60.0
+
+
+@attrs.define
+class Daemon:
+    repo: StateRepo
+    provider_for: Callable[[Cloudlet], Provider]
+    metrics: Metrics
+    options: DaemonOptions = attrs.field(factory=DaemonOptions)
+    stop: threading.Event = attrs.field(factory=threading.Event)
+    queue: WorkQueue = attrs.field(factory=WorkQueue)
+    rng: random.Random = attrs.field(factory=random.Random)
+    _seen: dict[str, int] = attrs.field(factory=dict)
+
+    def run(self) -> None:
+        """Until ``stop`` is set; in-flight syncs finish their running steps."""
+        threads = [threading.Thread(target=self._watch, name="watch", daemon=True)]
+        threads += [
+            threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+            for i in range(max(1, self.options.workers))
+        ]
+        for t in threads:
+            t.start()
+        self.stop.wait()
+        self.queue.close()
+        for t in threads:
+            t.join()
+
+    def _watch(self) -> None:
+        last = -1
+        while not self.stop.is_set():
+            try:
+                revision = self.repo.store.revision()
+                if revision != last:
+                    self._notice_changes()
+                    last = revision
+            except CloudletError as err:
+                log.warning("cannot read desired state: %s", err)
+            self.metrics.queue_depth.set(self.queue.depth())
+            self.stop.wait(self.options.poll)
+
+    def _notice_changes(self) -> None:
+        current = {r.name: r.revision for r in self.repo.list_desired()}
+        for name, rev in current.items():
+            if self._seen.get(name) != rev:
+                log.info("cloudlet %s: desired revision %d", name, rev)
+                self.queue.add(name)
+        self._seen = current
+        self.metrics.owned.labels(self.metrics.replica).set(len(current))
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            name = self.queue.get(timeout=0.5)
+            if name is None:
+                continue
+            try:
+                self._reconcile_and_requeue(name)
+            finally:
+                self.queue.done(name)
+
+    def _reconcile_and_requeue(self, name: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            report = self.reconcile(name)
+        except CloudletError as err:
+            log.warning("cloudlet %s: reconcile failed: %s", name, err)
+            report = None
+        outcome = "converged" if report and report.converged else "failed"
+        self.metrics.reconcile_seconds.labels(outcome).observe(time.perf_counter() - t0)
+        if report is None and self.repo.get_desired(name) is None:
+            return  # deleted: nothing left to keep converged
+        if outcome == "converged" or (report and report.message.startswith("observed only")):
+            self.queue.forget(name)
+            spread = self.options.resync * self.options.jitter
+            self.queue.add(name, self.options.resync + self.rng.uniform(-spread, spread))
+        else:
+            delay = self.queue.retry(name)
+            log.info("cloudlet %s: retrying in %.1f s", name, delay)
+
+    def reconcile(self, name: str) -> SyncReport | None:
+        """One level-triggered pass: re-read everything, then act."""
+        record = self.repo.get_desired(name)
+        if record is None:
+            return None
+        cloudlet = structure(record.document)
+        provider = InstrumentedProvider(self.provider_for(cloudlet), self.metrics)
+        engine = Engine(
+            self.repo,
+            provider,
+            SyncOptions(
+                parallelism=self.options.parallelism, lock_timeout=self.options.lock_timeout
+            ),
+            stop=self.stop,
+        )
+        last = (self.repo.get_status(name) or {}).get("lastSync") or {}
+        applied = last.get("revision") == record.revision and last.get("outcome") == "converged"
+        if cloudlet.spec.drift_policy == "report" and applied:
+            report = engine.report_only(cloudlet)
+        else:
+            report = engine.sync(cloudlet)
+        self.metrics.record_steps(report.steps)
+        status = self.repo.get_status(name) or {}
+        synced = report.converged and not report.message.startswith("observed only")
+        self.metrics.record_status(name, status, synced)
+        log.info(
+            "cloudlet %s: %s (%s) in %.2f s",
+            name,
+            "converged" if report.converged else "not converged",
+            report.message,
+            report.wall,
+        )
+        return report
