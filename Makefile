@@ -45,6 +45,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/daemon.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) .mypy_cache .ruff_cache .pytest_cache .hypothesis
