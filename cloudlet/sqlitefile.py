@@ -6,7 +6,9 @@ the layers (like ``errors``) so that neither has to import the other.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -42,3 +44,49 @@ def _enable_wal(conn: sqlite3.Connection, patience: float) -> None:
         if time.monotonic() > deadline:
             raise sqlite3.OperationalError(f"cannot switch {conn} to WAL mode")
         time.sleep(0.01)
+
+
+class ThreadConnections:
+    """One connection per live thread of this process.
+
+    A daemon makes new worker threads for every sync; a connection kept per
+    thread that died would leak three file descriptors each (db, wal, shm).
+    So each new connection first closes those of threads no longer alive,
+    and connections inherited through fork are dropped, never used or closed.
+    """
+
+    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._conns: dict[tuple[int, int], sqlite3.Connection] = {}
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        key = (os.getpid(), threading.get_ident())
+        conn = self._conns.get(key)
+        if conn is None:
+            conn = connect_shared(self.path, self.busy_timeout)
+            with self._lock:
+                self._prune()
+                self._conns[key] = conn
+        return conn
+
+    def _prune(self) -> None:
+        alive = {t.ident for t in threading.enumerate()}
+        pid = os.getpid()
+        for key in list(self._conns):
+            if key[0] != pid:
+                del self._conns[key]
+            elif key[1] not in alive:
+                self._conns.pop(key).close()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns = [c for k, c in self._conns.items() if k[0] == os.getpid()]
+            self._conns.clear()
+        for conn in conns:
+            conn.close()

@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from cloudlet.errors import ConflictError, LockTimeout
-from cloudlet.sqlitefile import connect_shared
+from cloudlet.sqlitefile import ThreadConnections
 from cloudlet.store.base import Entry
 
 STATE_DB = "state.db"
@@ -64,9 +64,7 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock_dir = self.path.parent / LOCK_DIR
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
+        self._connections = ThreadConnections(self.path, BUSY_TIMEOUT_S)
         # Threads of one process queue here rather than in SQLite's busy
         # handler, whose back-off sleeps up to 100 ms and wrecks throughput.
         self._writer = threading.Lock()
@@ -79,17 +77,7 @@ class SqliteStore:
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise RuntimeError(f"store {self.path} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = connect_shared(self.path, BUSY_TIMEOUT_S)
-        with self._guard:
-            self._connections.append(conn)
-        return conn
+        return self._connections.get()
 
     def _init_schema(self) -> None:
         with self._write() as conn:
@@ -177,11 +165,8 @@ class SqliteStore:
             _release_file_lock(fd)
 
     def close(self) -> None:
-        with self._guard:
-            self._closed = True
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        self._closed = True
+        self._connections.close_all()
 
     def __enter__(self) -> SqliteStore:
         return self

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cloudlet.errors import ProviderError
-from cloudlet.sqlitefile import connect_shared
+from cloudlet.sqlitefile import ThreadConnections
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -79,28 +79,17 @@ class Database:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_key = str(path.resolve())  # one lock per file, however it is spelt
-        self._local = threading.local()
-        self._pid = os.getpid()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
+        self._conns = ThreadConnections(path, BUSY_TIMEOUT_MS / 1000)
         self.conn().executescript(SCHEMA)
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (a new one after a fork: never share one)."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            local.conn, local.pid = self._connect(), os.getpid()
-        conn: sqlite3.Connection = local.conn
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
         try:
-            conn = connect_shared(self.path, BUSY_TIMEOUT_MS / 1000)
+            return self._conns.get()
         except sqlite3.OperationalError as err:
             raise ProviderError(
                 f"fake cloud: cannot open its database: {err}", transient=True
             ) from err
-        return conn
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -123,8 +112,4 @@ class Database:
             conn.execute("COMMIT")
 
     def close(self) -> None:
-        with self._conns_lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
-        self._local = threading.local()
+        self._conns.close_all()
