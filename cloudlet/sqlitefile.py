@@ -51,34 +51,34 @@ class ThreadConnections:
 
     A daemon makes new worker threads for every sync; a connection kept per
     thread that died would leak three file descriptors each (db, wal, shm).
-    So each new connection first closes those of threads no longer alive,
-    and connections inherited through fork are dropped, never used or closed.
+    So each new connection first closes those whose thread has ended. The
+    registry is keyed by thread object, never by ident: idents are reused,
+    and a reused ident must not hand a live thread a connection being closed.
+    Connections inherited through fork are dropped, never used or closed.
     """
 
     def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
-        self._conns: dict[tuple[int, int], sqlite3.Connection] = {}
+        self._local = threading.local()
+        self._conns: dict[threading.Thread, sqlite3.Connection] = {}
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     def get(self) -> sqlite3.Connection:
-        key = (os.getpid(), threading.get_ident())
-        conn = self._conns.get(key)
-        if conn is None:
-            conn = connect_shared(self.path, self.busy_timeout)
-            with self._lock:
-                self._prune()
-                self._conns[key] = conn
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            conn: sqlite3.Connection = local.conn
+            return conn
+        conn = connect_shared(self.path, self.busy_timeout)
+        with self._lock:
+            if self._pid != os.getpid():
+                self._conns, self._pid = {}, os.getpid()
+            for thread in [t for t in self._conns if not t.is_alive()]:
+                self._conns.pop(thread).close()
+            self._conns[threading.current_thread()] = conn
+        local.conn, local.pid = conn, os.getpid()
         return conn
-
-    def _prune(self) -> None:
-        alive = {t.ident for t in threading.enumerate()}
-        pid = os.getpid()
-        for key in list(self._conns):
-            if key[0] != pid:
-                del self._conns[key]
-            elif key[1] not in alive:
-                self._conns.pop(key).close()
 
     def count(self) -> int:
         with self._lock:
@@ -86,7 +86,8 @@ class ThreadConnections:
 
     def close_all(self) -> None:
         with self._lock:
-            conns = [c for k, c in self._conns.items() if k[0] == os.getpid()]
+            conns = list(self._conns.values()) if self._pid == os.getpid() else []
             self._conns.clear()
         for conn in conns:
             conn.close()
+        self._local = threading.local()
