@@ -8,11 +8,12 @@ from pathlib import Path
 import attrs
 
 from cloudlet.engine.sync import Engine, SyncListener, SyncOptions
-from cloudlet.errors import CloudletError, NotFound
+from cloudlet.errors import NotFound
 from cloudlet.model.codec import structure
 from cloudlet.model.spec import Cloudlet, Platform
 from cloudlet.providers.base import Provider
 from cloudlet.providers.registry import make_provider
+from cloudlet.store.base import Store
 from cloudlet.store.records import StateRepo
 from cloudlet.store.sqlite import open_store
 
@@ -31,20 +32,28 @@ class Context:
 
     @classmethod
     def from_args(cls, state_dir: str | None, etcd: str | None) -> Context:
+        # With --etcd the store is etcd; the state dir still holds what is
+        # local to this machine (the fake provider's simulated cloud).
         etcd = etcd or os.environ.get("CLOUDLET_ETCD") or None
-        if etcd and not state_dir:
-            raise CloudletError(
-                "the etcd store is not available in this build yet; use --state-dir "
-                "(or no store option) for the embedded store"
-            )
         chosen = state_dir or os.environ.get("CLOUDLET_STATE_DIR") or default_state_dir()
-        return cls(Path(chosen))
+        return cls(Path(chosen), etcd)
 
     @property
     def repo(self) -> StateRepo:
         if self._repo is None:
-            self._repo = StateRepo(open_store(self.state_dir))
+            self._repo = StateRepo(self._open_store())
         return self._repo
+
+    def _open_store(self) -> Store:
+        if self.etcd:
+            from cloudlet.store.etcd import open_etcd  # grpc loads only when used
+
+            return open_etcd(self.etcd)
+        return open_store(self.state_dir)
+
+    @property
+    def where(self) -> str:
+        return f"etcd at {self.etcd}" if self.etcd else str(self.state_dir)
 
     def provider(self, platform: Platform) -> Provider:
         key = repr(platform)
@@ -68,7 +77,7 @@ class Context:
     def stored(self, name: str) -> Cloudlet:
         record = self.repo.get_desired(name)
         if record is None:
-            raise NotFound(f"no cloudlet named {name!r} in {self.state_dir}")
+            raise NotFound(f"no cloudlet named {name!r} in {self.where}")
         return structure(record.document)
 
     def close(self) -> None:

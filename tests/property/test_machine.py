@@ -85,6 +85,7 @@ class CloudletMachine(RuleBasedStateMachine):
         assert self.spec is not None
         self.spec = data.draw(edits(self.spec))
         self.world.sync(self.spec, self.world.faulty(rate, seed), parallelism=1)
+        self.check_ports()  # allocations are stored before any provider call
 
     @rule(data=st.data(), after=st.integers(1, 40), during=st.booleans())
     def crash_mid_sync(self, data: st.DataObject, after: int, during: bool) -> None:
@@ -92,6 +93,7 @@ class CloudletMachine(RuleBasedStateMachine):
         assert self.spec is not None
         self.spec = data.draw(edits(self.spec))
         self.world.crash_sync(self.spec, after, during)
+        self.check_ports()
 
     @rule()
     def clean_sync(self) -> None:

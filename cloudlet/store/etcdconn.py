@@ -1,0 +1,238 @@
+"""Connections to etcd for the etcd store: endpoints, TLS, auth, retries.
+
+Kept apart from the store's key layout and locking because it is where the
+client's habits are worked around. The client is etcd-sdk-python (import
+``pyetcd``, the python-etcd3 API, synchronous), and:
+
+- it locks a failed endpoint out for 300 s by default ("Trying to use a failed
+  node"), which kept a restarted etcd unusable for 30 s and more. Each
+  endpoint here gets a short ``time_retry``, and after any connection error
+  its client is dropped: a fresh gRPC channel reconnects at once, where the
+  old one would wait out gRPC's growing reconnect backoff;
+- it never re-authenticates, so an expired auth token is one more reason to
+  drop the client (a new one logs in again);
+- it sends the auth token both as call credentials, which gRPC refuses on a
+  plaintext channel, and as metadata, which suffices; so plaintext channels
+  drop the former;
+- its errors are bare (``ConnectionFailedError`` says "etcd connection
+  failed"); the gRPC error behind them has the reason, and messages use it.
+
+One client per endpoint, tried in turn, so a dead member costs one refused
+connection and the next call goes to the next member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeAlias, TypeVar
+
+import grpc
+import pyetcd
+from pyetcd import exceptions as etcd_errors
+
+from cloudlet.errors import CloudletError
+
+T = TypeVar("T")
+Client: TypeAlias = Any  # pyetcd's MultiEndpointEtcd3Client; pyetcd ships no types
+
+DEFAULT_TIMEOUT_S = 5.0
+ENDPOINT_RETRY_S = 0.5  # pyetcd's default of 300 s keeps a restarted etcd unusable
+RETRY_PAUSE_S = (0.05, 0.5)  # first and longest pause between connection attempts
+_RETRY_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.CANCELLED,  # a concurrent caller closed a broken channel
+}
+_RETRY_ERRORS = (
+    etcd_errors.ConnectionFailedError,
+    etcd_errors.ConnectionTimeoutError,
+    etcd_errors.InternalServerError,
+    etcd_errors.NoServerAvailableError,
+)
+# Failures that prove a request was not applied, so even a write may be retried.
+_UNSENT = (
+    "failed to connect",
+    "connection refused",
+    "invalid auth token",
+    "failed node",
+    "closed channel",
+    "no endpoint available",
+)
+
+
+def parse_endpoints(text: str) -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]`` (``http(s)://`` and ``[v6]`` allowed)."""
+    endpoints = []
+    for raw in text.split(","):
+        item = raw.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise CloudletError(f"invalid etcd endpoint {raw.strip()!r}: expected HOST:PORT")
+        endpoints.append((host, int(port)))
+    return endpoints
+
+
+def tls_credentials(
+    ca_cert: str | None, cert: str | None, key: str | None, https: bool
+) -> grpc.ChannelCredentials | None:
+    """TLS for the channel: a CA (else the system's), and a client cert with its key."""
+    if (cert is None) != (key is None):
+        raise CloudletError("an etcd client certificate needs its key, and a key its certificate")
+    if ca_cert is None and cert is None and not https:
+        return None
+
+    def read(path: str | None) -> bytes | None:
+        try:
+            return None if path is None else Path(path).read_bytes()
+        except OSError as err:
+            raise CloudletError(f"cannot read TLS file {path}: {err.strerror}") from None
+
+    return grpc.ssl_channel_credentials(read(ca_cert), read(key), read(cert))
+
+
+class EtcdConnection:
+    """pyetcd clients for a list of endpoints, and calls with retries.
+
+    The password stays in memory, to log in again; it is in no message.
+    """
+
+    def __init__(
+        self,
+        endpoints: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        ca_cert: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        if (user is None) != (password is None):
+            raise CloudletError("etcd authentication needs both a user and a password")
+        self.endpoints = parse_endpoints(endpoints)
+        self.user = user
+        self._password = password
+        self._creds = tls_credentials(ca_cert, cert, key, "https://" in endpoints)
+        self.timeout = timeout
+        self._clients: dict[int, Client] = {}
+        self._current = 0
+        self._guard = threading.Lock()
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.endpoints)
+
+    def call(self, op: Callable[[Client], T], *, idempotent: bool = True) -> T:
+        """Run ``op(client)``, retrying connection errors on the endpoints in
+        turn until ``timeout``.
+
+        A compare-and-swap is not idempotent: if etcd may have applied it
+        before the connection broke, a retry would report our own write as a
+        conflict, and guessing "it was ours" could hide somebody else's
+        equal write (a lost update). So it is retried only when the request
+        provably never reached etcd, and otherwise fails saying so.
+        """
+        deadline = time.monotonic() + self.timeout
+        pause = RETRY_PAUSE_S[0]
+        while True:
+            index = self._current
+            try:
+                index, client = self._client()
+                return op(client)
+            except (*_RETRY_ERRORS, grpc.RpcError, ValueError) as exc:
+                detail = _retryable(exc)
+                if detail is None:
+                    raise self._refused(exc) from None
+                self._drop(index)
+                if not idempotent and not any(s in detail.lower() for s in _UNSENT):
+                    raise CloudletError(
+                        f"etcd at {self.where} did not confirm a write ({detail}); "
+                        "it may or may not have been applied"
+                    ) from None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise CloudletError(f"cannot reach etcd at {self.where}: {detail}") from None
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, RETRY_PAUSE_S[1])
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed = True
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def __enter__(self) -> EtcdConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _client(self) -> tuple[int, Client]:
+        with self._guard:
+            if self._closed:
+                raise RuntimeError(f"etcd store {self.where} is closed")
+            index = self._current
+            if index not in self._clients:
+                # Built under the guard: authenticating twice would be harmless,
+                # leaking the loser's channel would not.
+                self._clients[index] = self._connect(*self.endpoints[index])
+            return index, self._clients[index]
+
+    def _connect(self, host: str, port: int) -> Client:
+        secure = self._creds is not None
+        endpoint = pyetcd.Endpoint(
+            host, port, secure=secure, creds=self._creds, time_retry=ENDPOINT_RETRY_S
+        )
+        client = pyetcd.MultiEndpointEtcd3Client(
+            [endpoint], timeout=self.timeout, user=self.user, password=self._password
+        )
+        if not secure:
+            client.call_credentials = None  # the token goes as metadata
+        return client
+
+    def _drop(self, index: int) -> None:
+        """Forget a client after a connection error and move to the next endpoint."""
+        with self._guard:
+            client = self._clients.pop(index, None)
+            if index == self._current:
+                self._current = (index + 1) % len(self.endpoints)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def _refused(self, exc: Exception) -> Exception:
+        if not isinstance(exc, grpc.RpcError):
+            return exc
+        who = f" (user {self.user})" if self.user else ""
+        return CloudletError(f"etcd at {self.where}{who} refused the request: {_details(exc)}")
+
+
+def _details(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else str(exc)
+    return " ".join(str(text or exc.__class__.__name__).split())
+
+
+def _retryable(exc: BaseException) -> str | None:
+    """Why ``exc`` is worth another endpoint or attempt, or None if it is not.
+
+    pyetcd turns gRPC errors into bare exceptions; the gRPC one, with the
+    useful text ("Connection refused"), is their ``__context__``.
+    """
+    cause = exc.__context__ if isinstance(exc, _RETRY_ERRORS) else exc
+    if isinstance(exc, _RETRY_ERRORS) and not isinstance(cause, grpc.RpcError):
+        return _details(exc)
+    if isinstance(cause, grpc.RpcError):
+        code = cause.code()
+        expired = code == grpc.StatusCode.UNAUTHENTICATED and "token" in _details(cause)
+        return _details(cause) if code in _RETRY_CODES or expired else None
+    text = str(exc)
+    return text if "failed node" in text or "closed channel" in text else None

