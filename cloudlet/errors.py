@@ -56,6 +56,11 @@ class ConflictError(CloudletError):
     """A compare-and-swap write lost: somebody else changed the key first."""
 
 
+class FencedOut(ConflictError):
+    """A fenced write found its fence moved: this replica no longer owns the
+    cloudlet, and must not act on it (another replica does now)."""
+
+
 class LockTimeout(CloudletError):
     """Another process holds the cloudlet's lock for longer than we wait."""
 

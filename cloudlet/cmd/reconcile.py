@@ -17,12 +17,13 @@ from cloudlet.errors import CloudletError
 from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.metrics import Metrics
+from cloudlet.store.ownership import Ownership
 
 log = logging.getLogger("cloudlet.daemon")
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    if args.resync <= 0 or args.workers < 1 or args.parallelism < 1:
+    if args.resync <= 0 or args.workers < 1 or args.parallelism < 1 or args.lease_ttl <= 0:
         raise CloudletError("--resync must be positive; --workers and --parallelism at least 1")
     ctx = Context.from_args(args.state_dir, args.etcd)
     lock = threading.Lock()
@@ -34,9 +35,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     replica = args.replica_id or f"{socket.gethostname()}-{os.getpid()}"
     metrics = Metrics(replica)
     options = DaemonOptions(
-        resync=args.resync, workers=args.workers, poll=args.poll, parallelism=args.parallelism
+        resync=args.resync,
+        workers=args.workers,
+        poll=args.poll,
+        parallelism=args.parallelism,
+        lease_ttl=args.lease_ttl,
     )
-    daemon = Daemon(ctx.repo, provider_for, metrics, options)
+    ownership = Ownership(ctx.repo.store, replica, ttl=args.lease_ttl)
+    daemon = Daemon(ctx.repo, provider_for, metrics, options, ownership=ownership)
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_addr)
         log.warning("metrics on http://%s:%d/metrics", args.metrics_addr, args.metrics_port)
@@ -68,4 +74,10 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--poll", type=float, default=0.1, help="seconds between store polls")
     p.add_argument("--metrics-port", type=int, default=None)
     p.add_argument("--metrics-addr", default="127.0.0.1")
-    p.add_argument("--replica-id", default=None)
+    p.add_argument("--replica-id", default=None, help="this replica's name (host-pid)")
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=10.0,
+        help="seconds a dead replica's cloudlets stay owned before takeover",
+    )

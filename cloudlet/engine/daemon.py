@@ -26,6 +26,7 @@ from cloudlet.model.codec import structure
 from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.metrics import InstrumentedProvider, Metrics
+from cloudlet.store.ownership import Ownership
 from cloudlet.store.records import StateRepo
 
 log = logging.getLogger("cloudlet.daemon")
@@ -39,6 +40,7 @@ class DaemonOptions:
     poll: float = 0.1
     parallelism: int = 10
     lock_timeout: float = 60.0
+    lease_ttl: float = 10.0
 
 
 @attrs.define
@@ -50,11 +52,18 @@ class Daemon:
     stop: threading.Event = attrs.field(factory=threading.Event)
     queue: WorkQueue = attrs.field(factory=WorkQueue)
     rng: random.Random = attrs.field(factory=random.Random)
+    ownership: Ownership | None = None
     _seen: dict[str, int] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.ownership is not None:
+            self.repo = self.repo.fenced(self.ownership.fence)
 
     def run(self) -> None:
         """Until ``stop`` is set; in-flight syncs finish their running steps."""
         threads = [threading.Thread(target=self._watch, name="watch", daemon=True)]
+        if self.ownership is not None:
+            threads.append(threading.Thread(target=self._membership, name="lease", daemon=True))
         threads += [
             threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
             for i in range(max(1, self.options.workers))
@@ -65,6 +74,29 @@ class Daemon:
         self.queue.close()
         for t in threads:
             t.join()
+        if self.ownership is not None:
+            self.ownership.leave()
+
+    def _membership(self) -> None:
+        """Heartbeat, renew leases, and take or hand back cloudlets so that
+        each replica owns its rendezvous share; a third of the TTL apart."""
+        assert self.ownership is not None
+        own = self.ownership
+        while not self.stop.is_set():
+            try:
+                own.heartbeat()
+                for name in own.renew():
+                    log.warning("cloudlet %s: lease lost to another replica", name)
+                gained, released = own.rebalance(self._seen)
+                for name in gained:
+                    log.info("cloudlet %s: now owned by %s", name, own.replica)
+                    self.queue.add(name)
+                for name in released:
+                    log.info("cloudlet %s: handed over", name)
+                self.metrics.owned.labels(own.replica).set(len(own.held))
+            except CloudletError as err:
+                log.warning("lease upkeep failed: %s", err)
+            self.stop.wait(self.options.lease_ttl / 3)
 
     def _watch(self) -> None:
         last = -1
@@ -81,12 +113,15 @@ class Daemon:
 
     def _notice_changes(self) -> None:
         current = {r.name: r.revision for r in self.repo.list_desired()}
-        for name, rev in current.items():
-            if self._seen.get(name) != rev:
-                log.info("cloudlet %s: desired revision %d", name, rev)
-                self.queue.add(name)
+        changed = [n for n, rev in current.items() if self._seen.get(n) != rev]
+        if self.ownership is not None and changed:
+            self.ownership.rebalance(n for n in changed if not self.ownership.owns(n))
+        for name in changed:
+            log.info("cloudlet %s: desired revision %d", name, current[name])
+            self.queue.add(name)
         self._seen = current
-        self.metrics.owned.labels(self.metrics.replica).set(len(current))
+        if self.ownership is None:
+            self.metrics.owned.labels(self.metrics.replica).set(len(current))
 
     def _work(self) -> None:
         while not self.stop.is_set():
@@ -107,8 +142,11 @@ class Daemon:
             report = None
         outcome = "converged" if report and report.converged else "failed"
         self.metrics.reconcile_seconds.labels(outcome).observe(time.perf_counter() - t0)
-        if report is None and self.repo.get_desired(name) is None:
-            return  # deleted: nothing left to keep converged
+        if report is None and (
+            self.repo.get_desired(name) is None
+            or (self.ownership is not None and not self.ownership.owns(name))
+        ):
+            return  # deleted, or not ours: nothing for this replica to keep converged
         if outcome == "converged" or (report and report.message.startswith("observed only")):
             self.queue.forget(name)
             spread = self.options.resync * self.options.jitter
@@ -119,6 +157,8 @@ class Daemon:
 
     def reconcile(self, name: str) -> SyncReport | None:
         """One level-triggered pass: re-read everything, then act."""
+        if self.ownership is not None and not self.ownership.owns(name):
+            return None  # another replica's: it reconciles it
         record = self.repo.get_desired(name)
         if record is None:
             return None

@@ -24,17 +24,39 @@ class Entry:
     create_revision: int
 
 
+@attrs.frozen
+class Fence:
+    """A write condition on another key: its create revision must still be
+    ``revision``, i.e. it was not deleted and created anew since. An
+    ownership record is such a key: its holder renews it in place (same
+    create revision) and a taker deletes and re-creates it, so while the
+    holder's writes are fenced on it, a holder that lost it writes nothing."""
+
+    key: str
+    revision: int
+
+
 class Store(Protocol):
     def get(self, key: str) -> Entry | None: ...
 
-    def put(self, key: str, value: bytes, *, expect_revision: int | None = None) -> int:
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_revision: int | None = None,
+        fence: Fence | None = None,
+    ) -> int:
         """Write ``key``; with ``expect_revision`` only if its mod revision
-        still equals it (0 means: only if absent). Returns the new revision;
-        raises ``ConflictError`` when the expectation fails."""
+        still equals it (0 means: only if absent); with ``fence`` only if the
+        fence key's create revision still equals the fence's. Returns the new
+        revision; raises ``ConflictError`` (``FencedOut`` for the fence)."""
         ...
 
-    def delete(self, key: str, *, expect_revision: int | None = None) -> bool:
-        """Remove ``key``; returns whether it existed."""
+    def delete(
+        self, key: str, *, expect_revision: int | None = None, fence: Fence | None = None
+    ) -> bool:
+        """Remove ``key`` (under the same conditions); returns whether it existed."""
         ...
 
     def list(self, prefix: str) -> list[Entry]:

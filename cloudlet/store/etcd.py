@@ -48,8 +48,8 @@ from urllib.parse import quote
 
 from pyetcd.utils import prefix_range_end
 
-from cloudlet.errors import CloudletError, ConflictError, LockTimeout
-from cloudlet.store.base import Entry, Store
+from cloudlet.errors import CloudletError, ConflictError, FencedOut, LockTimeout
+from cloudlet.store.base import Entry, Fence, Store
 from cloudlet.store.etcdconn import DEFAULT_TIMEOUT_S, Client, EtcdConnection
 
 log = logging.getLogger(__name__)
@@ -126,16 +126,22 @@ class EtcdStore:
 
         return self._call(op)
 
-    def put(self, key: str, value: bytes, *, expect_revision: int | None = None) -> int:
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_revision: int | None = None,
+        fence: Fence | None = None,
+    ) -> int:
         full, data = self._key(key), bytes(value)
-        if expect_revision is None:
+        if expect_revision is None and fence is None:
             return self._call(lambda client: int(client.put(full, data).header.revision))
-        expected = expect_revision
 
         def op(client: Client) -> int:
             t = client.transactions
             ok, responses = client.transaction(
-                compare=[_unchanged(t, full, expected)],
+                compare=self._conditions(t, full, expect_revision, fence),
                 success=[t.put(full, data), t.get(full)],
                 failure=[t.get(full)],
             )
@@ -143,29 +149,53 @@ class EtcdStore:
             actual = found[1].mod_revision if found else 0
             if ok:
                 return int(actual)
-            raise _conflict(key, expected, actual)
+            raise self._why(client, key, expect_revision, actual, fence)
 
         return self._call(op, idempotent=False)
 
-    def delete(self, key: str, *, expect_revision: int | None = None) -> bool:
+    def delete(
+        self, key: str, *, expect_revision: int | None = None, fence: Fence | None = None
+    ) -> bool:
         full = self._key(key)
-        if expect_revision is None:
+        if expect_revision is None and fence is None:
             return self._call(lambda client: bool(client.delete(full)))
-        expected = expect_revision
 
         def op(client: Client) -> bool:
             t = client.transactions
             ok, responses = client.transaction(
-                compare=[_unchanged(t, full, expected)],
+                compare=self._conditions(t, full, expect_revision, fence),
                 success=[t.delete(full)],
                 failure=[t.get(full)],
             )
             if ok:
                 return bool(responses[0].response_delete_range.deleted > 0)
             found = responses[0][0] if responses[0] else None
-            raise _conflict(key, expected, found[1].mod_revision if found else 0)
+            actual = found[1].mod_revision if found else 0
+            raise self._why(client, key, expect_revision, actual, fence)
 
         return self._call(op, idempotent=False)
+
+    def _conditions(
+        self, t: Any, full: str, expected: int | None, fence: Fence | None
+    ) -> list[Any]:
+        out = [] if expected is None else [_unchanged(t, full, expected)]
+        if fence is not None:
+            out.append(t.create(self._key(fence.key)) == fence.revision)
+        return out
+
+    def _why(
+        self, client: Client, key: str, expected: int | None, actual: int, fence: Fence | None
+    ) -> ConflictError:
+        """Which condition failed: the fence takes precedence (we lost ownership)."""
+        if fence is not None:
+            _, meta = client.get(self._key(fence.key))
+            now = meta.create_revision if meta is not None else 0
+            if now != fence.revision:
+                return FencedOut(
+                    f"fenced out: {fence.key!r} is at revision {now}, not {fence.revision}; "
+                    "another replica owns this cloudlet now"
+                )
+        return _conflict(key, expected if expected is not None else -1, actual)
 
     def list(self, prefix: str) -> list[Entry]:
         start = self._kv + (prefix or "/")

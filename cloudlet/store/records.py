@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import quote
@@ -50,7 +50,7 @@ import cattrs
 
 from cloudlet.errors import ConflictError
 from cloudlet.model.ports import PortMapping
-from cloudlet.store.base import Entry, Store
+from cloudlet.store.base import Entry, Fence, Store
 
 ROOT = "/cloudlet"
 DESIRED = f"{ROOT}/desired/"
@@ -113,8 +113,21 @@ class StateRepo:
     """The engine's view of the store: desired state with history, observed
     state and status, LB port allocations, and the action journal."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, fence_for: Callable[[str], Fence | None] | None = None
+    ) -> None:
         self.store = store
+        self.fence_for = fence_for
+
+    def fenced(self, fence_for: Callable[[str], Fence | None]) -> StateRepo:
+        """The same store, with every write the engine makes for a cloudlet
+        conditional on the fence ``fence_for(name)`` (its ownership record):
+        a replica that lost a cloudlet can no longer write, or start an
+        action, for it."""
+        return StateRepo(self.store, fence_for)
+
+    def _fence(self, name: str) -> Fence | None:
+        return self.fence_for(name) if self.fence_for is not None else None
 
     def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
         """Exclusive right to sync cloudlet ``name`` (one sync at a time)."""
@@ -206,20 +219,22 @@ class StateRepo:
     # -- observed state, status and ports -----------------------------------
 
     def put_observed(self, name: str, observed: dict[str, Any]) -> int:
-        return self.store.put(OBSERVED + _check_name(name), encode(observed))
+        return self.store.put(
+            OBSERVED + _check_name(name), encode(observed), fence=self._fence(name)
+        )
 
     def get_observed(self, name: str) -> dict[str, Any] | None:
         return self._get_dict(OBSERVED + _check_name(name))
 
     def put_status(self, name: str, status: dict[str, Any]) -> int:
-        return self.store.put(STATUS + _check_name(name), encode(status))
+        return self.store.put(STATUS + _check_name(name), encode(status), fence=self._fence(name))
 
     def get_status(self, name: str) -> dict[str, Any] | None:
         return self._get_dict(STATUS + _check_name(name))
 
     def put_ports(self, name: str, mappings: Iterable[PortMapping]) -> int:
         data = _converter.unstructure(list(mappings), list[PortMapping])
-        return self.store.put(PORTS + _check_name(name), encode(data))
+        return self.store.put(PORTS + _check_name(name), encode(data), fence=self._fence(name))
 
     def get_ports(self, name: str) -> tuple[PortMapping, ...]:
         """Allocations kept from the last sync; empty if none were made."""
@@ -243,13 +258,15 @@ class StateRepo:
     def journal_begin(self, name: str, action_id: str, op: str, at: float) -> str:
         """Record that an action started; returns the key ``journal_end`` takes."""
         key = journal_key(name, action_id)
-        self.store.put(key, encode({"action_id": action_id, "op": op, "at": at}))
+        record = encode({"action_id": action_id, "op": op, "at": at})
+        self.store.put(key, record, fence=self._fence(name))
         return key
 
     def journal_end(self, key: str) -> None:
         if not key.startswith(JOURNAL):
             raise ValueError(f"not a journal key: {key!r}")
-        self.store.delete(key)
+        name = key[len(JOURNAL) :].partition("/")[0]
+        self.store.delete(key, fence=self._fence(name))
 
     def journal_pending(self, name: str) -> list[JournalEntry]:
         """Actions begun and never ended (in flight, or cut off by a crash)."""
@@ -261,7 +278,7 @@ class StateRepo:
 
     def journal_clear(self, name: str) -> None:
         for e in self.store.list(f"{JOURNAL}{_check_name(name)}/"):
-            self.store.delete(e.key)
+            self.store.delete(e.key, fence=self._fence(name))
 
     # -- lifecycle -----------------------------------------------------------
 

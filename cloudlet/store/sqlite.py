@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from cloudlet.errors import ConflictError, LockTimeout
+from cloudlet.errors import ConflictError, FencedOut, LockTimeout
 from cloudlet.sqlitefile import ThreadConnections
-from cloudlet.store.base import Entry
+from cloudlet.store.base import Entry, Fence
 
 STATE_DB = "state.db"
 LOCK_DIR = "locks"
@@ -110,8 +110,16 @@ class SqliteStore:
         )
         return _entry(row) if row else None
 
-    def put(self, key: str, value: bytes, *, expect_revision: int | None = None) -> int:
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect_revision: int | None = None,
+        fence: Fence | None = None,
+    ) -> int:
         with self._write() as conn:
+            _check_fence(conn, fence)
             row = conn.execute(
                 "SELECT create_revision, mod_revision FROM kv WHERE key = ?", (key,)
             ).fetchone()
@@ -125,8 +133,11 @@ class SqliteStore:
             )
             return rev
 
-    def delete(self, key: str, *, expect_revision: int | None = None) -> bool:
+    def delete(
+        self, key: str, *, expect_revision: int | None = None, fence: Fence | None = None
+    ) -> bool:
         with self._write() as conn:
+            _check_fence(conn, fence)
             row = conn.execute("SELECT mod_revision FROM kv WHERE key = ?", (key,)).fetchone()
             _check_expectation(key, expect_revision, row[0] if row else 0)
             if row is None:
@@ -196,6 +207,18 @@ def _bump(conn: sqlite3.Connection) -> int:
     conn.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'")
     row = conn.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
     return int(row[0])
+
+
+def _check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
+    if fence is None:
+        return
+    row = conn.execute("SELECT create_revision FROM kv WHERE key = ?", (fence.key,)).fetchone()
+    actual = row[0] if row else 0
+    if actual != fence.revision:
+        raise FencedOut(
+            f"fenced out: {fence.key!r} is at revision {actual}, not {fence.revision}; "
+            "another replica owns this cloudlet now"
+        )
 
 
 def _check_expectation(key: str, expected: int | None, actual: int) -> None:

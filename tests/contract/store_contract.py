@@ -29,9 +29,9 @@ import attrs
 import pytest
 
 import cloudlet
-from cloudlet.errors import ConflictError, LockTimeout
+from cloudlet.errors import ConflictError, FencedOut, LockTimeout
 from cloudlet.model.ports import PortMapping
-from cloudlet.store.base import Store
+from cloudlet.store.base import Fence, Store
 from cloudlet.store.records import StateRepo
 
 SHORT = 0.2  # lock timeouts the tests expect to expire
@@ -209,6 +209,31 @@ class StoreContract:
         other.put("/t/counter", b"2", expect_revision=fresh.mod_revision)
         final = store.get("/t/counter")
         assert final is not None and final.value == b"2"
+
+    def test_fenced_writes_need_the_fence_unmoved(self, store: Store, other: Store) -> None:
+        owner_rev = store.put("/t/owner", b"replica-a")
+        fence = Fence("/t/owner", owner_rev)
+        store.put("/t/data", b"1", fence=fence)
+        store.put("/t/owner", b"replica-a, renewed")  # renewal in place keeps the fence
+        store.put("/t/data", b"1", fence=fence)
+        assert store.get("/t/data").value == b"1"  # type: ignore[union-attr]
+        other.delete("/t/owner")  # another replica takes over: delete, create anew
+        other.put("/t/owner", b"replica-b", expect_revision=0)
+        with pytest.raises(FencedOut):
+            store.put("/t/data", b"2", fence=fence)
+        with pytest.raises(FencedOut):
+            store.delete("/t/data", fence=fence)
+        assert store.get("/t/data").value == b"1"  # type: ignore[union-attr]
+        newer = Fence("/t/owner", store.get("/t/owner").create_revision)  # type: ignore[union-attr]
+        assert store.delete("/t/data", fence=newer)
+
+    def test_fence_and_expectation_together(self, store: Store) -> None:
+        fence = Fence("/t/owner", store.put("/t/owner", b"a"))
+        rev = store.put("/t/x", b"1", expect_revision=0, fence=fence)
+        with pytest.raises(ConflictError) as err:
+            store.put("/t/x", b"2", expect_revision=0, fence=fence)
+        assert not isinstance(err.value, FencedOut)
+        assert store.put("/t/x", b"2", expect_revision=rev, fence=fence) > rev
 
     def test_delete_with_expectation(self, store: Store) -> None:
         r1 = store.put("/t/a", b"1")

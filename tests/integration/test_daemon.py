@@ -135,3 +135,60 @@ def test_report_policy_reports_drift_and_never_heals(
     time.sleep(3.5)  # a further resync must still not heal it
     assert "vm/cache" not in tagged(state_dir)
     assert metric(scrape(daemon), f'cloudlet_drifted_resources{{cloudlet="{NAME}"}}') >= 1
+
+
+def owners(state_dir: Path) -> dict[str, str]:
+    import json
+
+    store = open_store(state_dir)
+    try:
+        return {
+            e.key.rsplit("/", 1)[1]: json.loads(e.value)["replica"]
+            for e in store.list("/cloudlet/owners/")
+        }
+    finally:
+        store.close()
+
+
+def test_two_replicas_share_cloudlets_and_survive_a_kill(state_dir: Path, tmp_path: Path) -> None:
+    names = [f"site-{i}" for i in range(6)]
+    for name in names:
+        spec = edited_copy(ROUTER, tmp_path / f"{name}.yaml", f"name: {NAME}", f"name: {name}")
+        ok(cli("apply", spec, state_dir=state_dir))
+    ttl = 2.0
+    procs = {
+        rid: spawn(
+            "reconcile",
+            "--resync",
+            "2",
+            "--lease-ttl",
+            str(ttl),
+            "--replica-id",
+            rid,
+            state_dir=state_dir,
+        )
+        for rid in ("a", "b")
+    }
+    try:
+        wait_for(
+            "all converged", lambda: all(len(tagged(state_dir, n)) >= 23 for n in names), timeout=30
+        )
+        wait_for("both replicas own some", lambda: set(owners(state_dir).values()) == {"a", "b"})
+        split = owners(state_dir)
+        assert sorted(split) == names
+        victim = split[names[0]]
+        survivor = "b" if victim == "a" else "a"
+        procs[victim].kill()  # SIGKILL: no graceful hand-over
+        procs[victim].wait()
+        t0 = time.monotonic()
+        wait_for("takeover", lambda: set(owners(state_dir).values()) == {survivor}, timeout=20)
+        took = time.monotonic() - t0
+        assert took <= ttl + 3, f"takeover took {took:.1f} s with a {ttl} s lease"
+        # the survivor now heals what the dead replica used to look after
+        ok(cli("fake", "rm", names[0], "vm/cache", state_dir=state_dir))
+        wait_for("drift healed by the survivor", lambda: "vm/cache" in tagged(state_dir, names[0]))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=20) == 0
