@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STATE ?= $(CURDIR)/.demo-state
 
-.PHONY: all venv system-deps lint typecheck layers unit test demo bench clean
+.PHONY: all venv system-deps demo-etcd lint typecheck layers unit test demo bench clean
 
 all: test
 
@@ -39,6 +39,9 @@ unit: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck layers
 	$(BIN)/pytest tests -q -p no:cacheprovider
+
+demo-etcd: $(STAMP)
+	$(BIN)/python scripts/demo_etcd.py
 
 demo: $(STAMP)
 	DEMO_STATE=$(DEMO_STATE) CLOUDLET=$(BIN)/cloudlet bash scripts/demo.sh
