@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STATE ?= $(CURDIR)/.demo-state
 
-.PHONY: all venv system-deps demo-etcd lint typecheck layers unit test demo bench clean
+.PHONY: all venv system-deps vcsim demo-etcd lint typecheck layers unit test demo bench clean
 
 all: test
 
@@ -24,6 +24,16 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "warning: could not install graphviz; SVG/PNG graph tests will fail"; }
 
+# govmomi's vCenter simulator, built offline from Debian's Go packages into
+# .cache/vcsim/ (the vSphere tests start it on a free loopback port).
+GOVMOMI_SIM := /usr/share/gocode/src/github.com/vmware/govmomi/simulator
+vcsim:
+	@{ command -v go >/dev/null 2>&1 && [ -d $(GOVMOMI_SIM) ]; } || { \
+	  echo "installing golang-go and golang-github-vmware-govmomi-dev (for vcsim)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    golang-go golang-github-vmware-govmomi-dev >/dev/null; }
+	sh tests/vcsim/build.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check cloudlet tests bench
 	$(BIN)/ruff format --check cloudlet tests bench
@@ -37,7 +47,7 @@ layers: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: $(STAMP) system-deps lint typecheck layers
+test: $(STAMP) system-deps vcsim lint typecheck layers
 	$(BIN)/pytest tests -q -p no:cacheprovider
 
 demo-etcd: $(STAMP)

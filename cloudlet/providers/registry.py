@@ -20,7 +20,11 @@ def make_provider(platform: Platform, state_dir: Path) -> Provider:
             failure_rate=platform.failure_rate,
             seed=platform.seed,
         )
+    if platform.type == "vsphere":
+        from cloudlet.providers.vsphere import VsphereProvider  # pyVmomi loads only here
+
+        return VsphereProvider(platform)
     raise CloudletError(
         f"platform type {platform.type!r} is not available in this build yet; "
-        "only 'fake' is (the OpenStack and vSphere providers are in progress)"
+        "only 'fake' and 'vsphere' are (the OpenStack provider is in progress)"
     )

@@ -99,8 +99,10 @@ def test_daemon_acts_on_changes_heals_drift_and_exports_metrics(
     assert "vm/cache" not in tagged(state_dir)
     wait_for("drift healed", lambda: "vm/cache" in tagged(state_dir), timeout=10)
 
+    # the engine counts a step once its sync is over: wait for the count
+    creates = 'cloudlet_actions_total{kind="vm",op="create",outcome="ok"}'
+    wait_for("the heal counted", lambda: metric(scrape(daemon), creates) >= 7)
     text = scrape(daemon)
-    assert metric(text, 'cloudlet_actions_total{kind="vm",op="create",outcome="ok"}') >= 7
     assert metric(text, 'cloudlet_actions_total{kind="vm",op="update",outcome="ok"}') >= 1
     assert metric(text, "cloudlet_reconcile_duration_seconds_count") >= 3
     assert metric(text, "cloudlet_owned_cloudlets{replica=") == 1

@@ -1,0 +1,117 @@
+"""Kinds vSphere has no object for, kept as records in the owner's folder.
+
+Routers, security groups, subnets, ports, VIPs, floating IPs, Kubernetes
+node joins, load balancers and their listeners are each an empty folder
+named after the engine id inside ``cloudlet-<owner>``, carrying the owner/id
+tags and a JSON record of the attributes (and computed address) as custom
+attributes. A folder name is unique in its parent, which makes creating one
+idempotent, and the tags make it found again after a crash. What they stand
+for happens elsewhere: a port becomes a NIC with a static address when its
+VM is built; the rest is configuration the guests (LB and Kubernetes
+images) read, since the vSphere API has nothing to enforce it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cloudlet.model.resources import IMMUTABLE, Observed, Resource, freeze_value
+from cloudlet.providers.vsphere import fields, names
+from cloudlet.providers.vsphere.addresses import ADDRESSED, Addresses
+from cloudlet.providers.vsphere.faults import is_gone, permanent
+from cloudlet.providers.vsphere.folders import OwnerFolders
+from cloudlet.providers.vsphere.inventory import find_child, read
+from cloudlet.providers.vsphere.sdk import vim
+from cloudlet.providers.vsphere.session import Session, decode_record, encode_record
+from cloudlet.providers.vsphere.snapshot import Snapshot
+
+#: Attributes the provider computes; an update keeps them.
+COMPUTED = ("address",)
+
+
+class Records:
+    def __init__(
+        self,
+        session: Session,
+        folders: OwnerFolders,
+        addresses: Addresses,
+        snapshot: Callable[..., Snapshot],
+    ) -> None:
+        self._session = session
+        self._folders = folders
+        self._addresses = addresses
+        self._snapshot = snapshot
+
+    def _read(self, ref: Any) -> tuple[dict[str, str], tuple[dict[str, Any], list[str]] | None]:
+        tags = self._session.fields.decode(
+            read(self._session.content, ref, ["customValue"]).get("customValue")
+        )
+        return tags, decode_record(tags.get(fields.RECORD))
+
+    def create(self, owner: str, resource: Resource) -> Observed:
+        if resource.kind not in ADDRESSED:
+            return self._create(owner, resource, None)
+        with self._addresses.pool_lock(owner, resource):
+            return self._create(owner, resource, self._snapshot(owner, vms=False, portgroups=False))
+
+    def _create(self, owner: str, resource: Resource, snap: Snapshot | None) -> Observed:
+        content = self._session.content
+        with self._folders.using(owner) as folder:
+            name = names.record_name(resource.id)
+            ref = find_child(content, folder, name)
+            if ref is not None:
+                tags, record = self._read(ref)
+                if (
+                    record
+                    and tags.get(fields.ID) == resource.id
+                    and tags.get(fields.OWNER) == owner
+                ):
+                    return Observed(ref._moId, resource.id, resource.kind, record[0], record[1])
+            values = dict(resource.attrs)
+            if snap is not None:
+                values["address"] = self._addresses.allocate(snap, resource)
+            if ref is None:
+                ref = self._make(content, folder, name)
+            self._session.tag(ref, owner, resource.id, encode_record(values, resource.deps))
+        return Observed(ref._moId, resource.id, resource.kind, values, resource.deps)
+
+    def _make(self, content: Any, folder: Any, name: str) -> Any:
+        try:
+            return folder.CreateFolder(name)
+        except vim.fault.DuplicateName:
+            ref = find_child(content, folder, name)
+            if ref is None:
+                raise
+            return ref
+
+    def update(self, owner: str, resource: Resource, current: Observed) -> Observed:
+        ref = vim.Folder(current.uid, self._session.stub)
+        try:
+            tags, record = self._read(ref)
+        except Exception as err:
+            if is_gone(err):
+                raise permanent(f"{resource.id}: not found (uid {current.uid})") from err
+            raise
+        if record is None or tags.get(fields.ID) != resource.id:
+            raise permanent(f"{resource.id}: not found (uid {current.uid} holds no record)")
+        old = record[0]
+        changed = [
+            k
+            for k in sorted(IMMUTABLE.get(resource.kind, ()))
+            if freeze_value(old.get(k)) != freeze_value(resource.attrs.get(k))
+        ]
+        if changed:
+            raise permanent(f"{resource.id}: cannot change immutable {', '.join(changed)} in place")
+        values = dict(resource.attrs)
+        values.update({k: old[k] for k in COMPUTED if k in old})
+        self._session.set_record(ref, encode_record(values, resource.deps))
+        return Observed(current.uid, resource.id, resource.kind, values, resource.deps)
+
+    def delete(self, current: Observed) -> None:
+        ref = vim.Folder(current.uid, self._session.stub)
+        try:
+            self._session.wait(ref.Destroy_Task(), f"{current.id}: delete")
+        except Exception as err:
+            if not is_gone(err):
+                raise
