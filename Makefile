@@ -35,8 +35,8 @@ vcsim:
 	sh tests/vcsim/build.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check cloudlet tests bench
-	$(BIN)/ruff format --check cloudlet tests bench
+	$(BIN)/ruff check cloudlet tests bench scripts
+	$(BIN)/ruff format --check cloudlet tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy cloudlet
