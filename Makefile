@@ -56,9 +56,10 @@ demo-etcd: $(STAMP)
 demo: $(STAMP)
 	DEMO_STATE=$(DEMO_STATE) CLOUDLET=$(BIN)/cloudlet bash scripts/demo.sh
 
-bench: $(STAMP)
+bench: $(STAMP) vcsim
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/daemon.py
+	$(BIN)/python bench/vsphere.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) .mypy_cache .ruff_cache .pytest_cache .hypothesis
