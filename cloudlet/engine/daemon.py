@@ -78,25 +78,46 @@ class Daemon:
             self.ownership.leave()
 
     def _membership(self) -> None:
-        """Heartbeat, renew leases, and take or hand back cloudlets so that
-        each replica owns its rendezvous share; a third of the TTL apart."""
+        """Keep leases and take or hand back cloudlets so that each replica
+        owns its rendezvous share. Renewals (writes) go a third of the TTL
+        apart; the look for expired leases (reads) runs every second, so a
+        dead replica's cloudlets move within about TTL + 1 s, not TTL + TTL/3."""
         assert self.ownership is not None
-        own = self.ownership
+        renew_every = self.options.lease_ttl / 3
+        next_renewal = 0.0
         while not self.stop.is_set():
-            try:
-                own.heartbeat()
-                for name in own.renew():
-                    log.warning("cloudlet %s: lease lost to another replica", name)
-                gained, released = own.rebalance(self._seen)
-                for name in gained:
-                    log.info("cloudlet %s: now owned by %s", name, own.replica)
-                    self.queue.add(name)
-                for name in released:
-                    log.info("cloudlet %s: handed over", name)
-                self.metrics.owned.labels(own.replica).set(len(own.held))
-            except CloudletError as err:
-                log.warning("lease upkeep failed: %s", err)
-            self.stop.wait(self.options.lease_ttl / 3)
+            if time.monotonic() >= next_renewal:
+                next_renewal = time.monotonic() + renew_every
+                self._renew()
+            self._rebalance()
+            self.stop.wait(min(renew_every, 1.0))
+
+    def _renew(self) -> None:
+        assert self.ownership is not None
+        try:
+            for name in self.ownership.renew():
+                log.warning("cloudlet %s: lease lost to another replica", name)
+        except CloudletError as err:
+            log.warning("lease renewal failed: %s", err)
+        try:  # after renewing: a failed heartbeat must not cost the leases
+            self.ownership.heartbeat()
+        except CloudletError as err:
+            log.warning("heartbeat failed: %s", err)
+
+    def _rebalance(self) -> None:
+        own = self.ownership
+        assert own is not None
+        try:
+            gained, released = own.rebalance(self._seen)
+        except CloudletError as err:
+            log.warning("rebalance failed: %s", err)
+            return
+        for name in gained:
+            log.info("cloudlet %s: now owned by %s", name, own.replica)
+            self.queue.add(name)
+        for name in released:
+            log.info("cloudlet %s: handed over", name)
+        self.metrics.owned.labels(own.replica).set(len(own.held))
 
     def _watch(self) -> None:
         last = -1
