@@ -59,6 +59,7 @@ demo: $(STAMP)
 bench: $(STAMP) vcsim
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/daemon.py
+	$(BIN)/python bench/daemon_etcd.py
 	$(BIN)/python bench/vsphere.py
 
 clean:
