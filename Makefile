@@ -45,10 +45,10 @@ layers: $(STAMP)
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/unit
 
 test: $(STAMP) system-deps vcsim lint typecheck layers
-	$(BIN)/pytest tests -q -p no:cacheprovider
+	$(BIN)/pytest tests -p no:cacheprovider
 
 demo-etcd: $(STAMP)
 	$(BIN)/python scripts/demo_etcd.py
