@@ -469,3 +469,56 @@ def _spawn_holder(factory: str, path: Path, name: str) -> subprocess.Popen[str]:
         child.stdout.close()
         pytest.fail(f"lock holder process did not start (exit {child.returncode})")
     return child
+
+
+def cas_increment(store: Store, key: str) -> int:
+    """One CAS increment, retried until it wins; returns the conflicts met."""
+    conflicts = 0
+    while True:
+        entry = store.get(key)
+        current = int(entry.value) if entry else 0
+        time.sleep(0)  # let other writers run between read and write, as real work would
+        try:
+            store.put(
+                key, str(current + 1).encode(), expect_revision=entry.mod_revision if entry else 0
+            )
+            return conflicts
+        except ConflictError:
+            conflicts += 1
+
+
+def concurrent_increments(
+    shared: Store,
+    stores: list[Store],
+    increments: int,
+    join_s: float = 60.0,
+    *,
+    final_revision: int | None = None,
+) -> None:
+    """Every store in ``stores`` increments one counter at once (read, CAS,
+    retry); the final count proves no update was lost. Closes the stores."""
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def run(store: Store) -> None:
+        try:
+            barrier.wait()
+            for _ in range(increments):
+                cas_increment(store, "/counter")
+        except BaseException as exc:  # surfaced below: threads swallow errors
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_s)
+    try:
+        assert errors == []
+        entry = shared.get("/counter")
+        assert entry is not None and int(entry.value) == len(stores) * increments
+        if final_revision is not None:  # a private store: one revision per write
+            assert shared.revision() == final_revision
+    finally:
+        for s in {id(s): s for s in [shared, *stores]}.values():
+            s.close()

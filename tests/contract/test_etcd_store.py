@@ -23,9 +23,9 @@ from etcd_server import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_contract import PATIENT, StoreCaps, StoreContract
+from store_contract import PATIENT, StoreCaps, StoreContract, concurrent_increments
 
-from cloudlet.errors import CloudletError, ConflictError, LockTimeout
+from cloudlet.errors import CloudletError, LockTimeout
 from cloudlet.store import etcd as etcd_module
 from cloudlet.store.base import Store
 from cloudlet.store.etcd import EtcdStore, normalize_prefix
@@ -265,21 +265,6 @@ def test_held_lock_outlives_its_lease_ttl(server: EtcdServer, tmp_path: Path) ->
 # -- no lost update ----------------------------------------------------------
 
 
-def _increment(store: Store, key: str) -> None:
-    """One CAS increment, retried until it wins."""
-    while True:
-        entry = store.get(key)
-        current = int(entry.value) if entry else 0
-        time.sleep(0)  # let other writers run between read and write
-        try:
-            store.put(
-                key, str(current + 1).encode(), expect_revision=entry.mod_revision if entry else 0
-            )
-            return
-        except ConflictError:
-            pass
-
-
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     writers=st.integers(min_value=2, max_value=5),
@@ -296,29 +281,7 @@ def test_concurrent_cas_writers_never_lose_an_update(
     path = tmp_path_factory.mktemp("cas")
     shared = store_for_path(path)
     stores = [store_for_path(path) if own_handles else shared for _ in range(writers)]
-    barrier = threading.Barrier(writers)
-    errors: list[BaseException] = []
-
-    def run(store: Store) -> None:
-        try:
-            barrier.wait()
-            for _ in range(increments):
-                _increment(store, "/counter")
-        except BaseException as exc:  # surfaced below: threads swallow errors
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(PATIENT * 12)
-    try:
-        assert errors == []
-        entry = shared.get("/counter")
-        assert entry is not None and int(entry.value) == writers * increments
-    finally:
-        for s in {id(s): s for s in [shared, *stores]}.values():
-            s.close()
+    concurrent_increments(shared, stores, increments, PATIENT * 12)
 
 
 def _enable_auth(endpoint: str, password: str) -> None:

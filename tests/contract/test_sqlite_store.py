@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from store_contract import StoreCaps, StoreContract
+from store_contract import StoreCaps, StoreContract, concurrent_increments
 
-from cloudlet.errors import ConflictError
 from cloudlet.store.base import Store
 from cloudlet.store.sqlite import lock_path, open_store
 
@@ -105,22 +102,6 @@ def test_processes_share_one_file_without_lost_updates(tmp_path: Path) -> None:
         assert store.revision() == 121
 
 
-def _increment(store: Store, key: str) -> int:
-    """One CAS increment, retried until it wins; returns the conflicts met."""
-    conflicts = 0
-    while True:
-        entry = store.get(key)
-        current = int(entry.value) if entry else 0
-        time.sleep(0)  # let other writers run between read and write, as real work would
-        try:
-            store.put(
-                key, str(current + 1).encode(), expect_revision=entry.mod_revision if entry else 0
-            )
-            return conflicts
-        except ConflictError:
-            conflicts += 1
-
-
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     writers=st.integers(min_value=2, max_value=6),
@@ -133,27 +114,4 @@ def test_concurrent_cas_writers_never_lose_an_update(
     state = tmp_path_factory.mktemp("cas")
     shared = open_store(state)
     stores = [open_store(state) if own_handles else shared for _ in range(writers)]
-    barrier = threading.Barrier(writers)
-    errors: list[BaseException] = []
-
-    def run(store: Store) -> None:
-        try:
-            barrier.wait()
-            for _ in range(increments):
-                _increment(store, "/counter")
-        except BaseException as exc:  # surfaced below: threads swallow errors
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    try:
-        assert errors == []
-        entry = shared.get("/counter")
-        assert entry is not None and int(entry.value) == writers * increments
-        assert shared.revision() == writers * increments
-    finally:
-        for s in {id(s): s for s in [shared, *stores]}.values():
-            s.close()
+    concurrent_increments(shared, stores, increments, 60, final_revision=writers * increments)
