@@ -168,7 +168,7 @@ class Daemon:
             or (self.ownership is not None and not self.ownership.owns(name))
         ):
             return  # deleted, or not ours: nothing for this replica to keep converged
-        if outcome == "converged" or (report and report.message.startswith("observed only")):
+        if outcome == "converged":
             self.queue.forget(name)
             spread = self.options.resync * self.options.jitter
             self.queue.add(name, self.options.resync + self.rng.uniform(-spread, spread))
@@ -195,14 +195,10 @@ class Daemon:
         )
         last = (self.repo.get_status(name) or {}).get("lastSync") or {}
         applied = last.get("revision") == record.revision and last.get("outcome") == "converged"
-        if cloudlet.spec.drift_policy == "report" and applied:
-            report = engine.report_only(cloudlet)
-        else:
-            report = engine.sync(cloudlet)
+        report = engine.sync(cloudlet, resync=applied)
         self.metrics.record_steps(report.steps)
         status = self.repo.get_status(name) or {}
-        synced = report.converged and not report.message.startswith("observed only")
-        self.metrics.record_status(name, status, synced)
+        self.metrics.record_status(name, status, report.converged)
         log.info(
             "cloudlet %s: %s (%s) in %.2f s",
             name,

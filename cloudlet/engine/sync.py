@@ -24,7 +24,7 @@ from cloudlet.model.codec import unstructure
 from cloudlet.model.expand import Expansion, expand
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.model.spec import Cloudlet
-from cloudlet.planner import Plan, Step, plan_actions, remaining_path
+from cloudlet.planner import Plan, Step, leave_alone, plan_actions, remaining_path
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.status import build_status
 from cloudlet.store.records import StateRepo
@@ -122,29 +122,17 @@ class Engine:
         resources = self.expansion(cloudlet).resources
         return plan_actions(cloudlet.name, resources, self.observe(cloudlet.name))
 
-    def sync(self, cloudlet: Cloudlet) -> SyncReport:
+    def sync(self, cloudlet: Cloudlet, *, resync: bool = False) -> SyncReport:
+        """Apply the spec. On a ``resync`` (nothing new in the spec, only a
+        look for drift) resources under drift policy ``report`` are left
+        alone, and so is whatever would have to wait for them."""
         name = cloudlet.name
         with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
             expansion = self.expansion(cloudlet)
             revision = self.repo.put_desired(name, unstructure(cloudlet), at=self.wallclock())
             self.repo.put_ports(name, expansion.port_mappings)
-            return self._converge(name, expansion, expansion.resources, revision)
-
-    def report_only(self, cloudlet: Cloudlet) -> SyncReport:
-        """Observe and record drift without changing anything (drift policy
-        ``report``): the stored last sync stays what it was."""
-        name = cloudlet.name
-        report = SyncReport(name, message="observed only (drift policy: report)")
-        t0 = self.clock()
-        report.actual = self.observe(name)
-        report.wall = self.clock() - t0
-        previous = (self.repo.get_status(name) or {}).get("lastSync")
-        status = build_status(
-            self.expansion(cloudlet), report.actual, at=self.wallclock(), last_sync=previous
-        )
-        self.repo.put_status(name, status)
-        report.converged = not status["drift"]
-        return report
+            frozen = frozenset(r.id for r in expansion.resources if resync and r.policy == "report")
+            return self._converge(name, expansion, expansion.resources, revision, frozen)
 
     def destroy(self, name: str) -> SyncReport:
         with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
@@ -160,12 +148,13 @@ class Engine:
         expansion: Expansion,
         desired: Sequence[Resource],
         revision: int | None = None,
+        frozen: frozenset[str] = frozenset(),
     ) -> SyncReport:
         t0 = self.clock()
         report = SyncReport(name, revision=revision)
         self._recover_journal(name)
         try:
-            self._rounds(name, desired, report, t0)
+            self._rounds(name, desired, report, t0, frozen)
         except ProviderError as err:
             report.converged = False
             report.message = f"cannot observe the cloudlet: {err}"
@@ -181,12 +170,17 @@ class Engine:
         )
 
     def _rounds(
-        self, name: str, desired: Sequence[Resource], report: SyncReport, t0: float
+        self,
+        name: str,
+        desired: Sequence[Resource],
+        report: SyncReport,
+        t0: float,
+        frozen: frozenset[str],
     ) -> None:
         """Observe, plan, apply; again until a fresh plan is empty."""
         for round_no in range(1, self.options.max_rounds + 2):
             report.actual = self.observe(name)
-            plan = plan_actions(name, desired, report.actual)
+            plan = leave_alone(plan_actions(name, desired, report.actual), frozen)
             if plan.empty:
                 report.converged = True
                 report.message = "converged" if round_no > 1 else "no changes"

@@ -38,9 +38,14 @@ class _Builder:
         self.cloudlet = cloudlet
         self.spec = cloudlet.spec
         self.out: dict[str, Resource] = {}
+        self.policy: str = cloudlet.spec.drift_policy
+
+    def policy_of(self, own: str | None) -> str:
+        """An object's own drift policy, else the cloudlet's."""
+        return own or self.spec.drift_policy
 
     def add(self, rid: str, deps: Iterable[str] = (), **values: AttrValue) -> str:
-        self.out[rid] = Resource(rid, values, tuple(deps))
+        self.out[rid] = Resource(rid, values, tuple(deps), self.policy)
         return rid
 
     def image(self, own: str | None) -> str:
@@ -75,6 +80,7 @@ def rule_text(rule: Rule) -> str:
 
 def _networks(b: _Builder) -> None:
     for net in b.spec.networks:
+        b.policy = b.policy_of(net.drift_policy)
         b.add(f"network/{net.name}")
         b.add(
             f"subnet/{net.name}",
@@ -82,6 +88,7 @@ def _networks(b: _Builder) -> None:
             network=f"network/{net.name}",
             cidr=net.cidr,
         )
+    b.policy = b.spec.drift_policy
     if b.spec.data_path == "floating-ip":
         lbnet = f"{b.cloudlet.name}.lb"
         b.add(f"network/{lbnet}")
@@ -95,6 +102,7 @@ def _networks(b: _Builder) -> None:
         subnets = tuple(sorted(r for r in b.out if r.startswith("subnet/")))
         b.add(f"router/{b.cloudlet.name}", subnets, external=True, interfaces=subnets)
     for group in b.spec.security_groups:
+        b.policy = b.policy_of(group.drift_policy)
         b.add(f"security-group/{group.name}", rules=tuple(rule_text(r) for r in group.rules))
 
 
@@ -107,6 +115,7 @@ def _lb_public_leg(b: _Builder, lb: LoadBalancer, i: int, vips: tuple[str, ...])
 
 def _load_balancer(b: _Builder, lb: LoadBalancer) -> None:
     path = b.spec.data_path
+    b.policy = b.policy_of(lb.drift_policy)
     vips: tuple[str, ...] = ()
     if lb.redundancy == "vip":
         on = f"subnet/{b.cloudlet.name}.lb" if path == "floating-ip" else EXTERNAL
@@ -138,6 +147,7 @@ def _load_balancer(b: _Builder, lb: LoadBalancer) -> None:
 
 def _cluster(b: _Builder, cluster: Cluster) -> None:
     subnet = f"subnet/{cluster.network}"
+    b.policy = b.policy_of(cluster.drift_policy)
     vips: tuple[str, ...] = ()
     if cluster.vip:
         vips = (b.add(f"vip/{cluster.name}", [subnet], subnet=subnet),)
@@ -154,6 +164,7 @@ def _cluster(b: _Builder, cluster: Cluster) -> None:
 
 
 def _vm(b: _Builder, vm: Vm) -> None:
+    b.policy = b.policy_of(vm.drift_policy)
     port = b.port(vm.name, f"subnet/{vm.network}", b.groups(vm.security_groups))
     b.vm(vm.name, (port,), b.image(vm.image), b.flavor(vm.flavor))
 
@@ -172,6 +183,7 @@ def _targets(b: _Builder, target: str) -> tuple[tuple[str, ...], tuple[str, ...]
 def _listeners(b: _Builder, mappings: Sequence[PortMapping]) -> None:
     for m in mappings:
         targets, ready = _targets(b, m.target)
+        b.policy = b.out[targets[0]].policy  # a listener is part of what it exposes
         name = f"{m.load_balancer}.{m.target}.{m.protocol}.{m.port}"
         b.add(
             f"lb-listener/{name}",

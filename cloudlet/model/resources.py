@@ -77,6 +77,8 @@ class Resource:
     id: str
     attrs: Attrs = field(converter=freeze_attrs)
     deps: tuple[str, ...] = field(default=(), converter=_sorted_ids)
+    #: Drift policy: "heal" (default) or "report" (never changed on a resync).
+    policy: str = "heal"
 
     @property
     def kind(self) -> str:

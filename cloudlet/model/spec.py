@@ -65,6 +65,7 @@ class Defaults:
 class Network:
     name: str
     cidr: str
+    drift_policy: DriftPolicy | None = None
 
 
 @attrs.frozen
@@ -79,6 +80,7 @@ class Rule:
 class SecurityGroup:
     name: str
     rules: list[Rule] = attrs.field(factory=list)
+    drift_policy: DriftPolicy | None = None
 
 
 @attrs.frozen
@@ -90,6 +92,7 @@ class LoadBalancer:
     security_groups: list[str] = attrs.field(factory=list)
     flavor: str | None = None
     image: str | None = None
+    drift_policy: DriftPolicy | None = None
 
 
 @attrs.frozen
@@ -115,6 +118,7 @@ class Cluster:
     vip: bool = False
     security_groups: list[str] = attrs.field(factory=list)
     expose: Expose | None = None
+    drift_policy: DriftPolicy | None = None
 
 
 @attrs.frozen
@@ -125,6 +129,7 @@ class Vm:
     flavor: str | None = None
     security_groups: list[str] = attrs.field(factory=list)
     expose: Expose | None = None
+    drift_policy: DriftPolicy | None = None
 
 
 @attrs.frozen
@@ -139,6 +144,7 @@ class CloudletSpec:
     vms: list[Vm] = attrs.field(factory=list)
     # CIDR of the translated subnet LBs sit on in the floating-ip data path.
     lb_subnet: str = "192.168.255.0/24"
+    #: The default for every object; each may set its own ``driftPolicy``.
     drift_policy: DriftPolicy = "heal"
 
 

@@ -2,7 +2,7 @@
 
 from cloudlet.planner.diff import Change, diff
 from cloudlet.planner.graph import Step, build_graph, remaining_path
-from cloudlet.planner.plan import Action, Plan, plan_actions
+from cloudlet.planner.plan import Action, Plan, leave_alone, plan_actions
 
 __all__ = [
     "Action",
@@ -11,6 +11,7 @@ __all__ = [
     "Step",
     "build_graph",
     "diff",
+    "leave_alone",
     "plan_actions",
     "remaining_path",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -66,6 +66,18 @@ def _actions(graph: nx.DiGraph) -> tuple[Action, ...]:
         preds = {graph.nodes[p]["step"].change.id for p in graph.predecessors(key)}
         after.setdefault(akey, set()).update(preds - {step.change.id})
     return tuple(Action(c.op, c.id, c.reason, tuple(sorted(after[k])), c) for k, c in seen.items())
+
+
+def leave_alone(plan: Plan, ids: Collection[str]) -> Plan:
+    """The plan without any change to ``ids`` nor anything that must wait
+    for one: a resync under drift policy ``report`` touches none of them."""
+    skipped = {k for k in plan.graph if plan.step(k).change.id in ids}
+    for key in list(skipped):
+        skipped |= nx.descendants(plan.graph, key)
+    if not skipped:
+        return plan
+    graph: nx.DiGraph = plan.graph.subgraph(k for k in plan.graph if k not in skipped).copy()
+    return Plan(plan.cloudlet, _actions(graph), graph)
 
 
 def plan_actions(name: str, desired: Sequence[Resource], actual: Iterable[Observed]) -> Plan:

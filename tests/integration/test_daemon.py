@@ -118,25 +118,32 @@ def test_daemon_acts_on_changes_heals_drift_and_exports_metrics(
 def test_report_policy_reports_drift_and_never_heals(
     daemon: int, state_dir: Path, tmp_path: Path
 ) -> None:
+    """Per object: `cache` is under drift policy report, the cluster heals."""
     spec = edited_copy(
         ROUTER,
         tmp_path / "report.yaml",
-        "  dataPath: router\n",
-        "  dataPath: router\n  driftPolicy: report\n",
+        "flavor: m1.small}",
+        "flavor: m1.small, driftPolicy: report}",
     )
     ok(cli("apply", spec, state_dir=state_dir))
     wait_for("first convergence", lambda: len(tagged(state_dir)) >= 23)
     ok(cli("fake", "rm", NAME, "vm/cache", state_dir=state_dir))
+    ok(cli("fake", "rm", NAME, "vm/edge.worker.1", state_dir=state_dir))
     repo = StateRepo(open_store(state_dir))
 
     def reported() -> bool:
         status = repo.get_status(NAME) or {}
         return "vm/cache" in status.get("drift", [])
 
-    wait_for("drift reported", reported, timeout=10)
+    wait_for("the heal-policy worker healed", lambda: "vm/edge.worker.1" in tagged(state_dir))
+    wait_for("drift of the report-policy VM reported", reported, timeout=10)
     time.sleep(3.5)  # a further resync must still not heal it
     assert "vm/cache" not in tagged(state_dir)
     assert metric(scrape(daemon), f'cloudlet_drifted_resources{{cloudlet="{NAME}"}}') >= 1
+    # a new revision of the spec is applied in full, report policy or not
+    bigger = edited_copy(spec, tmp_path / "r3.yaml", "m1.small, drift", "m1.large, drift")
+    ok(cli("apply", bigger, state_dir=state_dir))
+    wait_for("the new revision applied", lambda: "vm/cache" in tagged(state_dir))
 
 
 def owners(state_dir: Path) -> dict[str, str]:

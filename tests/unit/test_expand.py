@@ -99,3 +99,26 @@ def test_defaults_fill_image_and_flavor(path):
     c = cloudlet(path, vms=[Vm("plain", "internal")])
     vm = expand(c).by_id()["vm/plain"]
     assert (vm.attrs["image"], vm.attrs["flavor"]) == ("ubuntu-22.04", "m1.medium")
+
+
+def test_drift_policy_is_per_object_and_reaches_what_it_expands_to():
+    import attrs as _attrs
+
+    c = cloudlet(
+        vms=[
+            Vm(
+                "game",
+                "internal",
+                drift_policy="report",
+                expose=_attrs.evolve(cloudlet().spec.vms[0].expose),
+            )
+        ]
+    )
+    res = expand(c).by_id()
+    for rid in ("vm/game", "port/game", "lb-listener/root.game.tcp.443"):
+        assert res[rid].policy == "report", rid
+    assert res["vm/root.0"].policy == "heal"
+    everything = _attrs.evolve(c, spec=_attrs.evolve(c.spec, drift_policy="report"))
+    res = expand(everything).by_id()
+    assert res["subnet/internal"].policy == "report"
+    assert res["vm/apps.worker.0"].policy == "report"

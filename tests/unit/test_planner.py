@@ -151,3 +151,15 @@ def test_object_still_using_a_replaced_one_is_rebuilt_not_cycled():
     assert seen.index("delete:lb-listener/root.apps.tcp.443") < seen.index(
         "delete:k8s-node/apps.master.0"
     )
+
+
+def test_leave_alone_drops_report_policy_changes_and_what_waits_for_them():
+    from cloudlet.planner import leave_alone
+
+    desired = expand(cloudlet()).resources
+    missing = {"vm/game", "vm/apps.worker.0", "port/game", "lb-listener/root.game.tcp.443"}
+    actual = [o for o in as_observed(desired) if o.id not in missing]
+    plan = leave_alone(plan_actions("c", desired, actual), {"port/game"})
+    # the VM and listener wait for the left-alone port; the worker does not
+    assert ops(plan) == {"vm/apps.worker.0": "create"}
+    assert leave_alone(plan, ()) is plan
