@@ -39,7 +39,11 @@ from cloudlet.errors import CloudletError
 T = TypeVar("T")
 Client: TypeAlias = Any  # pyetcd's MultiEndpointEtcd3Client; pyetcd ships no types
 
-DEFAULT_TIMEOUT_S = 5.0
+# etcd holds a request that reached a leader which then died for its own
+# request timeout (about 7 s) before answering; a 5 s budget failed such
+# calls during every election (measured on a 3-member cluster). 10 s rides
+# one out; CLOUDLET_ETCD_TIMEOUT overrides it.
+DEFAULT_TIMEOUT_S = 10.0
 ENDPOINT_RETRY_S = 0.5  # pyetcd's default of 300 s keeps a restarted etcd unusable
 RETRY_PAUSE_S = (0.05, 0.5)  # first and longest pause between connection attempts
 _RETRY_CODES = {
