@@ -19,6 +19,7 @@ from cloudlet.engine.daemon import Daemon, DaemonOptions
 from cloudlet.engine.sync import Engine
 from cloudlet.model.codec import unstructure
 from cloudlet.model.resources import Observed, Resource
+from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.fake import FakeProvider
 from cloudlet.shepherd.metrics import Metrics
 from cloudlet.store.records import StateRepo
@@ -56,19 +57,29 @@ def watch_latency(changes: int, poll: float) -> list[float]:
         runner = threading.Thread(target=daemon.run)
         runner.start()
         time.sleep(0.5)
-        doc = unstructure(spec)
-        out = []
-        for i in range(changes):
-            doc["spec"]["vms"][0]["flavor"] = ["m1.small", "m1.large"][i % 2]
-            provider.first_call.clear()
-            t0 = time.perf_counter()
-            repo.put_desired(spec.name, doc, at=time.time())
-            if provider.first_call.wait(10):
-                out.append(provider.at - t0)
-            time.sleep(0.02)
+        out = time_changes(repo, provider, spec, changes, settle=0.02)
         daemon.stop.set()
         runner.join()
         return out
+
+
+def time_changes(
+    repo: StateRepo, provider: Recorder, spec: Cloudlet, changes: int, *, settle: float
+) -> list[float]:
+    """Flip one VM's flavor ``changes`` times; seconds from each put of the
+    desired state to the first provider call it causes."""
+    doc = unstructure(spec)
+    flavors = ["m1.large", "m1.small"]  # the generated VMs start on the default flavor
+    out = []
+    for i in range(changes):
+        doc["spec"]["vms"][0]["flavor"] = flavors[i % 2]
+        provider.first_call.clear()
+        t0 = time.perf_counter()
+        repo.put_desired(spec.name, doc, at=time.time())
+        if provider.first_call.wait(10):
+            out.append(provider.at - t0)
+        time.sleep(settle)  # let that reconcile finish, so each change starts idle
+    return out
 
 
 def noop_resync(count: int, workers: int) -> tuple[int, float, float]:

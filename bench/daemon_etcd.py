@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from daemon import Recorder  # bench/daemon.py: notes the first mutating call
+from daemon import Recorder, time_changes  # bench/daemon.py
 from etcd_server import EtcdServer  # the tests' etcd launcher
 from specs import generated
 
@@ -83,17 +83,7 @@ def watch_latency(endpoint: str, changes: int, poll: float) -> list[float]:
             lambda: daemon.ownership is not None and daemon.ownership.owns("watch"), 20
         )
         time.sleep(0.5)  # let the first reconcile after start-up finish
-        doc = unstructure(spec)
-        out = []
-        for i in range(changes):
-            doc["spec"]["vms"][0]["flavor"] = ["m1.large", "m1.small"][i % 2]
-            provider.first_call.clear()
-            t0 = time.perf_counter()
-            repo.put_desired(spec.name, doc, at=time.time())
-            if provider.first_call.wait(10):
-                out.append(provider.at - t0)
-            # Let that reconcile finish, so each change starts from idle.
-            time.sleep(0.05)
+        out = time_changes(repo, provider, spec, changes, settle=0.05)
         daemon.stop.set()
         runner.join()
         return out
