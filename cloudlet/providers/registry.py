@@ -24,7 +24,8 @@ def make_provider(platform: Platform, state_dir: Path) -> Provider:
         from cloudlet.providers.vsphere import VsphereProvider  # pyVmomi loads only here
 
         return VsphereProvider(platform)
-    raise CloudletError(
-        f"platform type {platform.type!r} is not available in this build yet; "
-        "only 'fake' and 'vsphere' are (the OpenStack provider is in progress)"
-    )
+    if platform.type == "openstack":
+        from cloudlet.providers.openstack.provider import OpenstackProvider  # SDK loads only here
+
+        return OpenstackProvider(platform)
+    raise CloudletError(f"platform type {platform.type!r} is not available")
