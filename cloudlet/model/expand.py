@@ -55,7 +55,7 @@ class _Builder:
         return own or self.spec.defaults.flavor
 
     def groups(self, names: Sequence[str]) -> tuple[str, ...]:
-        return tuple(f"security-group/{n}" for n in names)
+        return tuple(sorted({f"security-group/{n}" for n in names}))
 
     def port(
         self,
@@ -76,6 +76,20 @@ class _Builder:
 
 def rule_text(rule: Rule) -> str:
     return f"{rule.direction} {rule.protocol} {rule.ports or '-'} {rule.remote}"
+
+
+#: What a group allows out when its spec lists no egress rule, as Neutron's
+#: and Heat's groups do: spelled out, so every provider holds exactly the
+#: rules the model lists and an operator sees them in the plan.
+DEFAULT_EGRESS = ("egress any - 0.0.0.0/0", "egress any - ::/0")
+
+
+def group_rules(rules: Sequence[Rule]) -> tuple[str, ...]:
+    """A group's rules as a set (sorted, no repeats): their order means nothing."""
+    texts = {rule_text(r) for r in rules}
+    if not any(r.direction == "egress" for r in rules):
+        texts.update(DEFAULT_EGRESS)
+    return tuple(sorted(texts))
 
 
 def _networks(b: _Builder) -> None:
@@ -103,7 +117,7 @@ def _networks(b: _Builder) -> None:
         b.add(f"router/{b.cloudlet.name}", subnets, external=True, interfaces=subnets)
     for group in b.spec.security_groups:
         b.policy = b.policy_of(group.drift_policy)
-        b.add(f"security-group/{group.name}", rules=tuple(rule_text(r) for r in group.rules))
+        b.add(f"security-group/{group.name}", rules=group_rules(group.rules))
 
 
 def _lb_public_leg(b: _Builder, lb: LoadBalancer, i: int, vips: tuple[str, ...]) -> str:

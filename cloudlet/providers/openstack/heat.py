@@ -61,6 +61,8 @@ def _rules(r: Resource) -> list[dict[str, Any]]:
     for text in _ids(r, "rules"):
         direction, protocol, ports, remote = str(text).split(" ")
         rule: dict[str, Any] = {"direction": direction, "remote_ip_prefix": remote}
+        if ":" in remote:
+            rule["ethertype"] = "IPv6"
         if protocol != "any":
             rule["protocol"] = protocol
         if ports != "-":
