@@ -223,13 +223,13 @@ class Neutron:
         for port in self._net.ports(device_id=router.id, device_owner=INTERFACE_OWNER):
             have |= {ip["subnet_id"] for ip in port.fixed_ips or []}
         for subnet in sorted(wanted - have):
-            self._net.add_interface_to_router(router, subnet_id=subnet)
+            self._net.add_interface_to_router(router, subnet=subnet)
         for subnet in sorted(have - wanted):
             self._remove_interface(router, subnet)
 
     def _remove_interface(self, router: Any, subnet: str) -> None:
         try:
-            self._net.remove_interface_from_router(router, subnet_id=subnet)
+            self._net.remove_interface_from_router(router, subnet=subnet)
         except Exception as err:
             if not is_gone(err):
                 raise
