@@ -1,8 +1,9 @@
 """Render an expansion as a Heat (HOT) template for sites whose API is internal.
 
 The operator runs the template inside the site; it holds the same resources
-and dependencies the engine would create, tagged the same way, so a later
-switch to the engine adopts them instead of duplicating them. Objects with no
+and dependencies the engine would create, named and (where Heat takes tags)
+tagged the same way, so a later switch to the engine adopts them instead of
+duplicating them (floating IPs excepted: Heat gives them neither). Objects with no
 Neutron/Nova counterpart (k8s nodes, LB records, listeners) become
 ``OS::Heat::Value`` resources carrying their attributes and dependencies.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from cloudlet.model.expand import EXTERNAL, Expansion
 from cloudlet.model.resources import Resource
+from cloudlet.providers.openstack import marks
 
 HEAT_VERSION = "2018-08-31"
 
@@ -43,13 +45,16 @@ def _network_of(r: Resource, subnets: dict[str, str]) -> Any:
     return _ref(subnets[str(r.attrs["subnet"])])
 
 
-def _port(r: Resource, subnets: dict[str, str], tags: list[str]) -> dict[str, Any]:
-    props: dict[str, Any] = {"name": r.id, "network": _network_of(r, subnets), "tags": tags}
+def _port(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "name": marks.object_name(owner, r.id),
+        "network": _network_of(r, subnets),
+        "tags": marks.tags_for(owner, r.id, r.deps),
+    }
     if r.attrs.get("subnet"):
         props["fixed_ips"] = [{"subnet": _ref(str(r.attrs["subnet"]))}]
-    groups = _ids(r, "securityGroups")
-    if groups:
-        props["security_groups"] = [_ref(g) for g in groups]
+    if r.kind == "port":  # an empty list: no group, not the project's default one
+        props["security_groups"] = [_ref(g) for g in _ids(r, "securityGroups")]
     pairs = _ids(r, "allowedAddressPairs")
     if pairs:
         props["allowed_address_pairs"] = [{"ip_address": _ip_of(v)} for v in pairs]
@@ -73,14 +78,15 @@ def _rules(r: Resource) -> list[dict[str, Any]]:
 
 
 def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
-    tags = [f"cloudlet-owner={owner}", f"cloudlet-id={r.id}"]
+    tags = marks.tags_for(owner, r.id, r.deps)
+    name = marks.object_name(owner, r.id)
     kind = r.kind
     simple: dict[str, Callable[[], dict[str, Any]]] = {
-        "network": lambda: {"type": "OS::Neutron::Net", "properties": {"name": r.id, "tags": tags}},
+        "network": lambda: {"type": "OS::Neutron::Net", "properties": {"name": name, "tags": tags}},
         "subnet": lambda: {
             "type": "OS::Neutron::Subnet",
             "properties": {
-                "name": r.id,
+                "name": name,
                 "network": _ref(str(r.attrs["network"])),
                 "cidr": r.attrs["cidr"],
                 "tags": tags,
@@ -89,25 +95,26 @@ def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
         "router": lambda: {
             "type": "OS::Neutron::Router",
             "properties": {
-                "name": r.id,
+                "name": name,
                 "external_gateway_info": {"network": {"get_param": "external_network"}},
                 "tags": tags,
             },
         },
         "security-group": lambda: {
             "type": "OS::Neutron::SecurityGroup",
-            "properties": {"name": r.id, "rules": _rules(r)},
+            "properties": {"name": name, "rules": _rules(r)},
         },
-        "port": lambda: _port(r, subnets, tags),
-        "vip": lambda: _port(r, subnets, tags),
+        "port": lambda: _port(r, owner, subnets),
+        "vip": lambda: _port(r, owner, subnets),
         "vm": lambda: {
             "type": "OS::Nova::Server",
             "properties": {
-                "name": r.id,
+                "name": f"{owner}.{r.name}",
                 "image": r.attrs["image"],
                 "flavor": r.attrs["flavor"],
                 "networks": [{"port": _ref(p)} for p in _ids(r, "ports")],
-                "metadata": {"cloudlet-owner": owner, "cloudlet-id": r.id},
+                "metadata": marks.server_metadata(owner, r.id, _ids(r, "ports"), r.deps),
+                "tags": [marks.owner_tag(owner)],
             },
         },
         "floating-ip": lambda: {
