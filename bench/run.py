@@ -25,6 +25,7 @@ FLOORS = {"plan_10k_s": 2.0, "sync_10k_s": 30.0, "makespan_ratio": 1.15}
 
 def scenario(size: str, latency_ms: int, parallelism: int) -> dict[str, float]:
     import networkx as nx
+    from bounds import step_bound
     from specs import large, medium
 
     from cloudlet.engine.sync import Engine, SyncOptions
@@ -59,17 +60,10 @@ def scenario(size: str, latency_ms: int, parallelism: int) -> dict[str, float]:
         again = plan_actions(cloudlet.name, expansion.resources, actual)
         out["noop_plan_s"] = time.perf_counter() - t
         out["noop_plan_actions"] = len(again.actions)
+        bound = step_bound(plan.graph, report.steps, parallelism)
         first = [s for s in report.steps if s.round == 1 and s.outcome == "ok"]
-        durations = {f"{s.phase}:{s.id}": (s.finished or 0) - (s.started or 0) for s in first}
         graph = plan.graph
-        longest: dict[str, float] = {}
-        for node in reversed(list(nx.topological_sort(graph))):
-            tail = max((longest[n] for n in graph.successors(node)), default=0.0)
-            longest[node] = durations.get(node, 0.0) + tail
-        critical = max(longest.values(), default=0.0)
-        work = sum(durations.values())
-        makespan = max((s.finished or 0) for s in first) - min((s.started or 0) for s in first)
-        bound = max(critical, work / parallelism)
+        makespan = bound["makespan_s"]
         # The same bound from the nominal per-call latency alone: what a
         # perfect scheduler on a free engine could not beat.
         hops: dict[str, int] = {}
@@ -78,13 +72,7 @@ def scenario(size: str, latency_ms: int, parallelism: int) -> dict[str, float]:
         chain = max(hops.values(), default=0)
         nominal = latency_ms / 1000 * max(chain, len(first) / parallelism)
         out["nominal_ratio"] = makespan / nominal if nominal else 0.0
-        out.update(
-            critical_path_s=critical,
-            total_work_s=work,
-            makespan_s=makespan,
-            lower_bound_s=bound,
-            makespan_ratio=makespan / bound if bound else 0.0,
-        )
+        out.update(bound)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
