@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STATE ?= $(CURDIR)/.demo-state
 
-.PHONY: all venv system-deps vcsim demo-etcd lint typecheck layers unit test demo bench clean
+.PHONY: all venv system-deps vcsim openstack-cloud demo-openstack demo-etcd lint typecheck layers unit test demo bench clean
 
 all: test
 
@@ -34,6 +34,12 @@ vcsim:
 	    golang-go golang-github-vmware-govmomi-dev >/dev/null; }
 	sh tests/vcsim/build.sh
 
+# A real OpenStack control plane (Debian's Zed packages: keystone, glance, placement, nova with the fake
+# driver, agent-less neutron, heat) on 127.0.0.1, for the OpenStack tests; root. Idempotent: returns at
+# once when the cloud of OSCI_DIR (default /var/tmp/cloudlet-osci) is already up and healthy.
+openstack-cloud:
+	bash tests/integration/openstack/cloud.sh up
+
 lint: $(STAMP)
 	$(BIN)/ruff check cloudlet tests bench scripts
 	$(BIN)/ruff format --check cloudlet tests bench scripts
@@ -47,7 +53,7 @@ layers: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test: $(STAMP) system-deps vcsim lint typecheck layers
+test: $(STAMP) system-deps vcsim openstack-cloud lint typecheck layers
 	$(BIN)/pytest tests -p no:cacheprovider
 
 demo-etcd: $(STAMP)
@@ -56,11 +62,16 @@ demo-etcd: $(STAMP)
 demo: $(STAMP)
 	DEMO_STATE=$(DEMO_STATE) CLOUDLET=$(BIN)/cloudlet bash scripts/demo.sh
 
+demo-openstack: $(STAMP)
+	DEMO_STATE=$(DEMO_STATE)-openstack CLOUDLET=$(BIN)/cloudlet PYTHON_BIN=$(BIN)/python \
+	  bash scripts/demo_openstack.sh
+
 bench: $(STAMP) vcsim
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/daemon.py
 	$(BIN)/python bench/daemon_etcd.py
 	$(BIN)/python bench/vsphere.py
+	$(BIN)/python bench/openstack.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) .mypy_cache .ruff_cache .pytest_cache .hypothesis

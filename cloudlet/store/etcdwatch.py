@@ -1,0 +1,104 @@
+"""Watching the etcd store: every change under a prefix, in order, across failures.
+
+A watch stream breaks when its member restarts or dies (the client raises,
+or the stream just ends). The watcher remembers the revision after the last
+event it handed out and opens the next stream from there, on the next
+endpoint if need be, so a consumer sees each revision once, in order, with
+no gap. Only a compaction can open a gap: etcd no longer has the history,
+and ``WatchCompacted`` tells the consumer to re-read the state instead
+(the daemon is level-triggered: it re-lists the desired specs anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
+
+import attrs
+from pyetcd import exceptions as etcd_errors
+from pyetcd.events import DeleteEvent
+from pyetcd.utils import prefix_range_end
+
+from cloudlet.errors import CloudletError
+from cloudlet.store.etcd import EtcdStore
+from cloudlet.store.etcdconn import RETRY_PAUSE_S
+
+#: How often a blocked watcher looks at its stop flag, in seconds.
+STOP_CHECK_S = 0.2
+
+
+@attrs.frozen
+class Change:
+    key: str
+    value: bytes | None  # None: the key was deleted
+    mod_revision: int
+
+
+class WatchCompacted(CloudletError):
+    """The revision to resume from is compacted away: re-read, then watch anew."""
+
+    def __init__(self, wanted: int, compacted: int) -> None:
+        super().__init__(f"etcd compacted revisions up to {compacted}; wanted {wanted}")
+        self.compacted = compacted
+
+
+def watch_changes(
+    store: EtcdStore, prefix: str, start_revision: int, stop: threading.Event
+) -> Iterator[Change]:
+    """Changes to store keys under ``prefix`` from ``start_revision`` on, until ``stop``."""
+    kv = store._kv
+    full = (kv + prefix).encode()
+    end = prefix_range_end(full)
+    following = start_revision
+    pause = RETRY_PAUSE_S[0]
+    connection = store.connection
+    while not stop.is_set():
+        index, client = connection._client()
+        responses: queue.Queue[object] = queue.Queue()
+        try:
+            watch_id = client.add_watch_callback(
+                full, responses.put, range_end=end, start_revision=following
+            )
+        except etcd_errors.RevisionCompactedError as err:
+            raise WatchCompacted(following, int(err.compacted_revision)) from None
+        except Exception:
+            connection._drop(index)
+            stop.wait(pause)
+            pause = min(pause * 2, RETRY_PAUSE_S[1])
+            continue
+        try:
+            for change in _drain(responses, stop, kv):
+                yield change
+                following = change.mod_revision + 1
+                pause = RETRY_PAUSE_S[0]
+        except etcd_errors.RevisionCompactedError as err:
+            raise WatchCompacted(following, int(err.compacted_revision)) from None
+        except _StreamBroken:
+            connection._drop(index)
+            stop.wait(pause)
+            pause = min(pause * 2, RETRY_PAUSE_S[1])
+        finally:
+            with contextlib.suppress(Exception):  # the stream may be gone already
+                client.cancel_watch(watch_id)
+
+
+class _StreamBroken(Exception):
+    pass
+
+
+def _drain(responses: queue.Queue[object], stop: threading.Event, kv: str) -> Iterator[Change]:
+    while not stop.is_set():
+        try:
+            item = responses.get(timeout=STOP_CHECK_S)
+        except queue.Empty:
+            continue
+        if item is None or isinstance(item, Exception):
+            if isinstance(item, etcd_errors.RevisionCompactedError):
+                raise item
+            raise _StreamBroken(str(item))
+        for event in getattr(item, "events", ()):
+            key = event.key.decode()[len(kv) :]
+            value = None if isinstance(event, DeleteEvent) else bytes(event.value)
+            yield Change(key, value, int(event.mod_revision))
