@@ -67,3 +67,11 @@ class LockTimeout(CloudletError):
 
 class NotFound(CloudletError):
     """A named cloudlet or object does not exist."""
+
+
+class WatchCompacted(CloudletError):
+    """A watch's resume revision is compacted away: re-read the state, then watch anew."""
+
+    def __init__(self, wanted: int, compacted: int) -> None:
+        super().__init__(f"the store compacted revisions up to {compacted}; wanted {wanted}")
+        self.compacted = compacted

@@ -21,13 +21,14 @@ import attrs
 
 from cloudlet.engine.queue import WorkQueue
 from cloudlet.engine.sync import Engine, SyncOptions, SyncReport
-from cloudlet.errors import CloudletError
+from cloudlet.errors import CloudletError, WatchCompacted
 from cloudlet.model.codec import structure
 from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.metrics import InstrumentedProvider, Metrics
+from cloudlet.store.base import Watchable
 from cloudlet.store.ownership import Ownership
-from cloudlet.store.records import StateRepo
+from cloudlet.store.records import DESIRED, StateRepo
 
 log = logging.getLogger("cloudlet.daemon")
 
@@ -54,6 +55,8 @@ class Daemon:
     rng: random.Random = attrs.field(factory=random.Random)
     ownership: Ownership | None = None
     _seen: dict[str, int] = attrs.field(factory=dict)
+    #: Set by the store's watch on a desired-state change: look now, not at the next poll.
+    _poke: threading.Event = attrs.field(factory=threading.Event)
 
     def __attrs_post_init__(self) -> None:
         if self.ownership is not None:
@@ -62,6 +65,8 @@ class Daemon:
     def run(self) -> None:
         """Until ``stop`` is set; in-flight syncs finish their running steps."""
         threads = [threading.Thread(target=self._watch, name="watch", daemon=True)]
+        if isinstance(self.repo.store, Watchable):
+            threads.append(threading.Thread(target=self._stream, name="stream", daemon=True))
         if self.ownership is not None:
             threads.append(threading.Thread(target=self._membership, name="lease", daemon=True))
         threads += [
@@ -130,7 +135,28 @@ class Daemon:
             except CloudletError as err:
                 log.warning("cannot read desired state: %s", err)
             self.metrics.queue_depth.set(self.queue.depth())
-            self.stop.wait(self.options.poll)
+            self._poke.wait(self.options.poll)
+            self._poke.clear()
+
+    def _stream(self) -> None:
+        """Wake the poll loop on each desired-state change the store pushes.
+
+        Level-triggered: an event only says "look now"; what changed is read
+        by ``_notice_changes`` as on every poll, so a missed or compacted
+        event costs at most one poll interval, never a change.
+        """
+        store = self.repo.store
+        assert isinstance(store, Watchable)
+        while not self.stop.is_set():
+            try:
+                start = self.repo.store.revision() + 1
+                for _ in store.watch(DESIRED, start, self.stop):
+                    self._poke.set()
+            except WatchCompacted:
+                self._poke.set()
+            except CloudletError as err:
+                log.warning("watch of desired state broke: %s", err)
+                self.stop.wait(1.0)
 
     def _notice_changes(self) -> None:
         current = {r.name: r.revision for r in self.repo.list_desired()}

@@ -9,9 +9,10 @@ in ``cloudlet.store.records``, not here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import attrs
 
@@ -73,6 +74,26 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@attrs.frozen
+class Change:
+    """One write seen by a watch: the key, its new value (None: deleted), its revision."""
+
+    key: str
+    value: bytes | None
+    mod_revision: int
+
+
+@runtime_checkable
+class Watchable(Protocol):
+    """A store that pushes its changes (etcd); others are polled for their revision."""
+
+    def watch(self, prefix: str, start_revision: int, stop: threading.Event) -> Iterator[Change]:
+        """Every change under ``prefix`` from ``start_revision`` on, in order, until
+        ``stop``; resumes after connection failures without a gap, and raises
+        ``WatchCompacted`` if the history to resume from is gone."""
+        ...
 
 
 def iter_keys(store: Store, prefix: str) -> Iterator[str]:

@@ -49,7 +49,7 @@ from urllib.parse import quote
 from pyetcd.utils import prefix_range_end
 
 from cloudlet.errors import CloudletError, ConflictError, FencedOut, LockTimeout
-from cloudlet.store.base import Entry, Fence, Store
+from cloudlet.store.base import Change, Entry, Fence, Store
 from cloudlet.store.etcdconn import DEFAULT_TIMEOUT_S, Client, EtcdConnection
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,11 @@ class EtcdStore:
         return self._call(
             lambda client: int(client.get_response(probe, count_only=True).header.revision)
         )
+
+    def watch(self, prefix: str, start_revision: int, stop: threading.Event) -> Iterator[Change]:
+        from cloudlet.store.etcdwatch import watch_changes  # the watch machinery, on demand
+
+        return watch_changes(self, prefix, start_revision, stop)
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float) -> Iterator[None]:

@@ -16,32 +16,17 @@ import queue
 import threading
 from collections.abc import Iterator
 
-import attrs
 from pyetcd import exceptions as etcd_errors
 from pyetcd.events import DeleteEvent
 from pyetcd.utils import prefix_range_end
 
-from cloudlet.errors import CloudletError
+from cloudlet.errors import WatchCompacted
+from cloudlet.store.base import Change
 from cloudlet.store.etcd import EtcdStore
 from cloudlet.store.etcdconn import RETRY_PAUSE_S
 
 #: How often a blocked watcher looks at its stop flag, in seconds.
 STOP_CHECK_S = 0.2
-
-
-@attrs.frozen
-class Change:
-    key: str
-    value: bytes | None  # None: the key was deleted
-    mod_revision: int
-
-
-class WatchCompacted(CloudletError):
-    """The revision to resume from is compacted away: re-read, then watch anew."""
-
-    def __init__(self, wanted: int, compacted: int) -> None:
-        super().__init__(f"etcd compacted revisions up to {compacted}; wanted {wanted}")
-        self.compacted = compacted
 
 
 def watch_changes(

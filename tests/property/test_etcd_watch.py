@@ -19,8 +19,10 @@ from etcd_server import EtcdServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudlet.errors import WatchCompacted
+from cloudlet.store.base import Change
 from cloudlet.store.etcd import EtcdStore
-from cloudlet.store.etcdwatch import Change, WatchCompacted, watch_changes
+from cloudlet.store.etcdwatch import watch_changes
 
 KEYS = [f"/cloudlet/desired/c{i}" for i in range(4)]
 
