@@ -6,6 +6,7 @@ import logging
 import threading
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -66,8 +67,9 @@ class RichProgress(SyncListener):
             if self.progress is not None and self.task is not None:
                 self.progress.update(self.task, advance=1, now=self._now())
             if result.outcome == "failed":
+                error = escape(str(result.error))
                 self.console.print(
-                    f"[red]✗ {step.phase} {step.change.id}: {result.error}[/]", highlight=False
+                    f"[red]✗ {step.phase} {step.change.id}: {error}[/]", highlight=False
                 )
 
     def close(self) -> None:
@@ -94,8 +96,9 @@ class PlainProgress(SyncListener):
         if result.outcome == "ok":
             self.console.print(f"  {verb} {step.change.id} ({took:.2f} s)", highlight=False)
         else:
+            error = escape(str(result.error))
             self.console.print(
-                f"  failed to {step.phase} {step.change.id}: {result.error}", highlight=False
+                f"  failed to {step.phase} {step.change.id}: {error}", highlight=False
             )
 
     def close(self) -> None:

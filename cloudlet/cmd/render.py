@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cloudlet.engine.sync import SyncReport
@@ -36,7 +37,7 @@ def print_plan(console: Console, plan: Plan, *, limit: int = 400) -> None:
     for action in plan.actions[:limit]:
         sigil, colour = SIGILS[action.op]
         console.print(
-            f"  [{colour}]{sigil:>3} {action.id:<{width}}[/]  [dim]{action.reason}[/]",
+            f"  [{colour}]{sigil:>3} {action.id:<{width}}[/]  [dim]{escape(action.reason)}[/]",
             highlight=False,
             markup=True,
         )
@@ -59,11 +60,11 @@ def print_sync(console: Console, report: SyncReport) -> None:
     parts = ", ".join(f"{n} {PAST[op]}" for op, n in sorted(done.items()))
     console.print(
         f"[bold]{report.cloudlet}[/]: {verdict} in {report.wall:.2f} s"
-        f" ({report.message}){'; ' + parts if parts else ''}"
+        f" ({escape(report.message)}){'; ' + parts if parts else ''}"
     )
     for s in failed:
         console.print(
-            f"  [red]✗ {s.phase} {s.id}[/]: {s.error} (after {s.attempts} attempts)",
+            f"  [red]✗ {s.phase} {s.id}[/]: {escape(str(s.error))} (after {s.attempts} attempts)",
             highlight=False,
         )
     if blocked:
@@ -79,12 +80,13 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
     for cond in status["conditions"]:
         healthy = (cond["status"] == "True") != (cond["type"] == "Degraded")
         mark = "[green]✓[/]" if healthy else "[red]✗[/]"
-        detail = f": {cond['message']}" if cond["message"] else ""
-        console.print(f"  {mark} {cond['type']:<9} {cond['reason']}{detail}", highlight=False)
+        detail = f": {escape(cond['message'])}" if cond["message"] else ""
+        reason = escape(cond["reason"])
+        console.print(f"  {mark} {cond['type']:<9} {reason}{detail}", highlight=False)
     last = status.get("lastSync") or {}
     if last:
         console.print(
-            f"  last sync: {last.get('outcome')} ({last.get('message')}), "
+            f"  last sync: {last.get('outcome')} ({escape(str(last.get('message')))}), "
             f"{last.get('wallSeconds')} s"
         )
     counts = Counter(r["state"] for r in status["resources"])
