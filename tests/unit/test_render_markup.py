@@ -16,7 +16,6 @@ def test_a_rule_change_shows_both_lists() -> None:
     new = Resource(
         "security-group/web", {"rules": ("egress any - ::/0", "ingress tcp 443 0.0.0.0/0")}
     )
-    from cloudlet.model.resources import Observed
 
     seen = Observed("u1", old.id, old.kind, old.attrs, old.deps)
     plan = plan_actions("c", [new], [seen])
