@@ -138,7 +138,7 @@ def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
 
 
 def render_heat(expansion: Expansion, external_network: str = "public") -> dict[str, Any]:
-    subnets = {f"subnet/{r.name}": r.id for r in expansion.resources if r.kind == "subnet"}
+    subnets = {r.id: str(r.attrs["network"]) for r in expansion.resources if r.kind == "subnet"}
     resources: dict[str, Any] = {}
     for r in expansion.resources:
         body = _render(r, expansion.cloudlet, subnets)

@@ -684,7 +684,10 @@ T_DBSYNC=$(since "$T2"); T_CONF=$(since "$T1"); say "db syncs: ${T_DBSYNC}s (con
 #    neutron-server and heat-api are eventlet servers; nova conductor/scheduler/compute and heat-engine
 #    are plain processes.  uwsgi's --http-socket mishandles HTTP keep-alive (clients get
 #    RemoteDisconnected on the 2nd request of a connection): force "Connection: close".
-#    keystone and nova-api: ONE uwsgi worker process with 4 threads (each extra worker costs ~110 MB).
+#    keystone: ONE uwsgi worker process with 4 threads (each extra worker costs ~110 MB).  nova-api
+#    must NOT run threads: its eventlet-patched code deadlocks under concurrent requests in uwsgi
+#    threads ("greenlet.error: cannot switch to a different thread", then every request hangs;
+#    seen with Heat creating six servers at once), so it keeps two single-threaded processes.
 ###############################################################################################
 T3=$(now)
 UWSGI="uwsgi --plugins python3 --master --die-on-term --need-app --lazy-apps --enable-threads --buffer-size 65535 --add-header Connection:close"
@@ -692,7 +695,7 @@ start_bg keystone  $UWSGI --processes 1 --threads 4 --http-socket 127.0.0.1:$P_K
   --env OS_KEYSTONE_CONFIG_DIR="$ETC/keystone"
 start_bg placement $UWSGI --processes 1 --threads 1 --http-socket 127.0.0.1:$P_PLACEMENT --wsgi-file /usr/bin/placement-api \
   --env OS_PLACEMENT_CONFIG_DIR="$ETC/placement"
-start_bg nova-api  $UWSGI --processes 1 --threads 4 --http-socket 127.0.0.1:$P_NOVA --wsgi-file /usr/bin/nova-api-wsgi \
+start_bg nova-api  $UWSGI --processes 2 --threads 1 --http-socket 127.0.0.1:$P_NOVA --wsgi-file /usr/bin/nova-api-wsgi \
   --env OS_NOVA_CONFIG_DIR="$ETC/nova"
 start_bg glance-api /usr/bin/glance-api --config-file "$ETC/glance/glance-api.conf"
 start_bg neutron-server env PYTHONPATH="$OSCI_DIR/pylib" /usr/bin/neutron-server --config-file "$ETC/neutron/neutron.conf"
