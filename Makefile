@@ -71,7 +71,7 @@ bench: $(STAMP) vcsim
 	$(BIN)/python bench/daemon.py
 	$(BIN)/python bench/daemon_etcd.py
 	$(BIN)/python bench/vsphere.py
-	$(BIN)/python bench/openstack.py
+	$(BIN)/python bench/os_vs_heat.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -6,7 +6,7 @@ of measured step durations and the total work over the parallelism) and
 the ratio; then Heat creating the same desired state (``export heat``) as
 one stack on the same cloud, and the ratio of the two. One run each; the
 cloud (nova's ~3 s of work per server on two cores) dominates both. Run with
-``.venv/bin/python bench/openstack.py`` (the cloud is started if it is not up).
+``.venv/bin/python bench/os_vs_heat.py`` (the cloud is started if it is not up).
 """
 
 from __future__ import annotations
