@@ -20,6 +20,7 @@ import atexit
 import ctypes
 import hashlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -60,9 +61,24 @@ def find_etcd() -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (32768-60999 by default).
+
+    A port the kernel handed out for binding is also handed to outgoing
+    connections: a stopped etcd restarted on its old ports then finds one
+    taken by some client socket (seen under load, with the OpenStack test
+    cloud busy), and never becomes healthy. Ports below the range are only
+    ever taken by a bind.
+    """
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(21000, 25000)  # clear of RabbitMQ's 25672 (the test cloud)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 21000-25000")
 
 
 _LIBC = ctypes.CDLL(None)  # loaded here: the forked child must not dlopen
