@@ -74,4 +74,4 @@ bench: $(STAMP) vcsim
 	$(BIN)/python bench/os_vs_heat.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_STATE) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DEMO_STATE) $(DEMO_STATE)-openstack .mypy_cache .ruff_cache .pytest_cache .hypothesis
