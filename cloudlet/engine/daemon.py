@@ -60,7 +60,7 @@ class Daemon:
 
     def __attrs_post_init__(self) -> None:
         if self.ownership is not None:
-            self.repo = self.repo.fenced(self.ownership.fence)
+            self.repo = self.repo.fenced(self.ownership.fence, actor=self.ownership.replica)
 
     def run(self) -> None:
         """Until ``stop`` is set; in-flight syncs finish their running steps."""
@@ -112,11 +112,24 @@ class Daemon:
     def _rebalance(self) -> None:
         own = self.ownership
         assert own is not None
+        claimed: list[str] = []
+
+        def may_release(name: str) -> bool:
+            # Held like a worker holds it, so no reconcile of it starts while
+            # it changes hands; one running now delays the hand-over instead.
+            if self.queue.claim(name):
+                claimed.append(name)
+                return True
+            return False
+
         try:
-            gained, released = own.rebalance(self._seen)
+            gained, released = own.rebalance(self._seen, may_release)
         except CloudletError as err:
             log.warning("rebalance failed: %s", err)
             return
+        finally:
+            for name in claimed:
+                self.queue.done(name)
         for name in gained:
             log.info("cloudlet %s: now owned by %s", name, own.replica)
             self.queue.add(name)

@@ -98,6 +98,17 @@ class WorkQueue:
             waits.append(deadline - now)
         return max(0.0, min(waits)) if waits else None
 
+    def claim(self, key: str) -> bool:
+        """Mark ``key`` active, as a worker would, unless one holds it; ``done`` ends it.
+
+        Lets the daemon hand a cloudlet over only between two reconciles of it.
+        """
+        with self._cond:
+            if key in self._active:
+                return False
+            self._active.add(key)
+            return True
+
     def done(self, key: str) -> None:
         """Release ``key``; if it was added while active, queue it again."""
         with self._cond:

@@ -141,8 +141,11 @@ class Ownership:
             with contextlib.suppress(ConflictError):
                 self.store.delete(OWNERS + name, expect_revision=held.mod_revision)
 
-    def rebalance(self, names: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Acquire the cloudlets preferring this replica; release the others.
+    def rebalance(
+        self, names: Iterable[str], may_release: Callable[[str], bool] = lambda name: True
+    ) -> tuple[list[str], list[str]]:
+        """Acquire the cloudlets preferring this replica; release the others
+        that ``may_release`` allows now (not while this replica acts on one).
         Returns (gained, released)."""
         live = self.live_replicas()
         if self.replica not in live:
@@ -152,7 +155,7 @@ class Ownership:
             mine = preferred(name, live) == self.replica
             if mine and not self.owns(name) and self.acquire(name):
                 gained.append(name)
-            elif not mine and self.owns(name):
+            elif not mine and self.owns(name) and may_release(name):
                 self.release(name)
                 released.append(name)
         return gained, released

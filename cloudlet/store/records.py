@@ -11,7 +11,7 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
     /cloudlet/observed/<name>                {...}   raw observation snapshot
     /cloudlet/status/<name>                  {...}   what `cloudlet status` shows
     /cloudlet/ports/<name>                   [PortMapping, ...]
-    /cloudlet/journal/<name>/<action-key>    {"action_id", "op", "at"}
+    /cloudlet/journal/<name>/<action-key>    {"action_id", "op", "at", "by"?}
 
 - ``desired`` is the operator's spec as a JSON document; its key's mod
   revision is the document's revision (what ``history`` and ``rollback --to``
@@ -114,17 +114,24 @@ class StateRepo:
     state and status, LB port allocations, and the action journal."""
 
     def __init__(
-        self, store: Store, fence_for: Callable[[str], Fence | None] | None = None
+        self,
+        store: Store,
+        fence_for: Callable[[str], Fence | None] | None = None,
+        actor: str | None = None,
     ) -> None:
         self.store = store
         self.fence_for = fence_for
+        #: Who acts (a daemon replica's id), recorded in each journal entry.
+        self.actor = actor
 
-    def fenced(self, fence_for: Callable[[str], Fence | None]) -> StateRepo:
+    def fenced(
+        self, fence_for: Callable[[str], Fence | None], actor: str | None = None
+    ) -> StateRepo:
         """The same store, with every write the engine makes for a cloudlet
         conditional on the fence ``fence_for(name)`` (its ownership record):
         a replica that lost a cloudlet can no longer write, or start an
-        action, for it."""
-        return StateRepo(self.store, fence_for)
+        action, for it. ``actor`` names the replica in the journal."""
+        return StateRepo(self.store, fence_for, actor)
 
     def _fence(self, name: str) -> Fence | None:
         return self.fence_for(name) if self.fence_for is not None else None
@@ -258,7 +265,10 @@ class StateRepo:
     def journal_begin(self, name: str, action_id: str, op: str, at: float) -> str:
         """Record that an action started; returns the key ``journal_end`` takes."""
         key = journal_key(name, action_id)
-        record = encode({"action_id": action_id, "op": op, "at": at})
+        entry: dict[str, Any] = {"action_id": action_id, "op": op, "at": at}
+        if self.actor is not None:
+            entry["by"] = self.actor
+        record = encode(entry)
         self.store.put(key, record, fence=self._fence(name))
         return key
 

@@ -310,3 +310,124 @@ def _create_revision(store: EtcdStore, name: str) -> int:
     entry = store.get(OWNERS + name)
     assert entry is not None, f"{name} has no owner"
     return entry.create_revision
+
+
+def _journal_overlaps(store: EtcdStore, since: int, dead: dict[str, int]) -> list[str]:
+    """Replay the journal's history from etcd and report every action begun for a
+    cloudlet while another live replica had one open on it.
+
+    An entry is a put when an action starts and a delete when it ends; ``dead``
+    maps a killed replica to the revision of its death, after which what it
+    left open is a crash leftover, not an action.
+    """
+    import threading
+
+    from cloudlet.store.etcdwatch import watch_changes
+    from cloudlet.store.records import JOURNAL
+
+    end = store.put(f"{JOURNAL}~end/replay", b"{}")  # a last event to stop the replay at
+    open_: dict[str, dict[str, str]] = {}
+    overlaps: list[str] = []
+    begun: Counter[str] = Counter()
+    stop = threading.Event()
+    for change in watch_changes(store, JOURNAL, since, stop):
+        if change.mod_revision >= end:
+            break
+        name = change.key[len(JOURNAL) :].partition("/")[0]
+        if name == "~end":  # an earlier replay's marker
+            continue
+        entries = open_.setdefault(name, {})
+        if change.value is None:
+            entries.pop(change.key, None)
+            continue
+        by = json.loads(change.value)["by"]
+        begun[by] += 1
+        live = {
+            other
+            for other in entries.values()
+            if other != by and change.mod_revision <= dead.get(other, change.mod_revision)
+        }
+        if live:
+            overlaps.append(f"{name} @ {change.mod_revision}: {by} began while {live} acted")
+        entries[change.key] = by
+    stop.set()
+    assert set(begun) == {"a", "b"}, f"both replicas must have acted: {begun}"
+    return overlaps
+
+
+def test_two_replicas_never_act_on_one_cloudlet_at_once_by_the_journal(
+    etcd: EtcdServer,  # noqa: F811
+    state_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A replica joins while the first is mid-sync (slow cloud: 1 s a call), then
+    the first is killed mid-work; etcd's history of the journal must show one
+    acting replica per cloudlet at any time."""
+    prefix = f"/journal-{tmp_path.name}"
+    ids = ("a", "b")
+    names = _split_names(ids, 6)
+    store = EtcdStore(etcd.endpoint, prefix=prefix)
+    since = store.revision() + 1
+    args = ("--resync", "60", "--lease-ttl", "3", "--workers", "4")
+    replicas = {"a": Daemon(state_dir, etcd.endpoint, *args, "--replica-id", "a", prefix=prefix)}
+    specs = {}
+    try:
+        for name in names:
+            spec = edited_copy(ROUTER, tmp_path / f"{name}.yaml", f"name: {NAME}", f"name: {name}")
+            slow = tmp_path / f"{name}-slow.yaml"
+            specs[name] = edited_copy(spec, slow, "latencyMs: 10", "latencyMs: 1000")
+            replicas["a"].cli("apply", specs[name])
+        wait_for("a acts", lambda: any(tagged(state_dir, n) for n in names), timeout=30)
+        replicas["b"] = Daemon(state_dir, etcd.endpoint, *args, "--replica-id", "b", prefix=prefix)
+        wait_for(
+            "all converged",
+            lambda: all(len(tagged(state_dir, n)) >= RESOURCES for n in names),
+            timeout=120,
+        )
+        for name in names:  # more work for both, then a dies in the middle of it
+            bigger = edited_copy(specs[name], tmp_path / f"{name}-2.yaml", "m1.small", "m1.medium")
+            replicas["a"].cli("apply", bigger)
+        time.sleep(0.5)
+        replicas["a"].kill()
+        dead = {"a": store.revision()}
+        wait_for(
+            "b converges everything",
+            lambda: all(
+                not StateRepo(store).journal_pending(n)
+                and "m1.small" not in json.dumps(tagged(state_dir, n))
+                for n in names
+            ),
+            timeout=120,
+        )
+        assert _journal_overlaps(store, since, dead) == []
+        for name in names:
+            assert not duplicates(tagged_ids(state_dir, name)), name
+        replicas["b"].assert_alive()
+    finally:
+        for daemon in replicas.values():
+            if daemon.proc.poll() is None:
+                daemon.stop()
+        store.close()
+
+
+def test_the_journal_replay_finds_an_overlap_when_there_is_one(
+    etcd: EtcdServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The checker above, on a hand-made history: b begins while a's action is open."""
+    store = EtcdStore(etcd.endpoint, prefix=f"/replay-{tmp_path.name}")
+    since = store.revision() + 1
+    a = StateRepo(store, actor="a")
+    b = StateRepo(store, actor="b")
+    first = a.journal_begin("site-x", "vm/one", "create", 1.0)
+    a.journal_end(first)
+    b.journal_end(b.journal_begin("site-x", "vm/two", "create", 2.0))  # after a: fine
+    a.journal_begin("site-x", "vm/three", "create", 3.0)  # left open...
+    b.journal_begin("site-x", "vm/four", "create", 4.0)  # ... while b begins: overlap
+    b.journal_begin("site-y", "vm/one", "create", 5.0)  # another cloudlet: fine
+    overlaps = _journal_overlaps(store, since, dead={})
+    assert len(overlaps) == 1 and overlaps[0].startswith("site-x @ ")
+    assert "b began while {'a'} acted" in overlaps[0]
+    dead_before = {"a": since}  # had a died before b began, its entry would be a leftover
+    assert _journal_overlaps(store, since, dead=dead_before) == []
+    store.close()
