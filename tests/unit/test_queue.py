@@ -70,3 +70,16 @@ def test_close_wakes_waiters():
     q = WorkQueue()
     q.close()
     assert q.get() is None
+
+
+def test_a_claim_fails_on_a_key_in_work_and_holds_a_key_off_workers():
+    q = WorkQueue(FakeClock())
+    q.add("a")
+    assert q.get(timeout=0) == "a"
+    assert not q.claim("a")  # a worker reconciles it: no hand-over now
+    q.done("a")
+    assert q.claim("b")
+    q.add("b")
+    assert q.get(timeout=0) is None  # held by the claim
+    q.done("b")
+    assert q.get(timeout=0) == "b"
