@@ -23,7 +23,7 @@ from pyetcd.utils import prefix_range_end
 from cloudlet.errors import WatchCompacted
 from cloudlet.store.base import Change
 from cloudlet.store.etcd import EtcdStore
-from cloudlet.store.etcdconn import RETRY_PAUSE_S
+from cloudlet.store.etcdconn import RETRY_PAUSE_S, EtcdConnection
 
 #: How often a blocked watcher looks at its stop flag, in seconds.
 STOP_CHECK_S = 0.2
@@ -49,9 +49,7 @@ def watch_changes(
         except etcd_errors.RevisionCompactedError as err:
             raise WatchCompacted(following, int(err.compacted_revision)) from None
         except Exception:
-            connection._drop(index)
-            stop.wait(pause)
-            pause = min(pause * 2, RETRY_PAUSE_S[1])
+            pause = _back_off(connection, index, stop, pause)
             continue
         try:
             for change in _drain(responses, stop, kv):
@@ -61,12 +59,17 @@ def watch_changes(
         except etcd_errors.RevisionCompactedError as err:
             raise WatchCompacted(following, int(err.compacted_revision)) from None
         except _StreamBroken:
-            connection._drop(index)
-            stop.wait(pause)
-            pause = min(pause * 2, RETRY_PAUSE_S[1])
+            pause = _back_off(connection, index, stop, pause)
         finally:
             with contextlib.suppress(Exception):  # the stream may be gone already
                 client.cancel_watch(watch_id)
+
+
+def _back_off(connection: EtcdConnection, index: int, stop: threading.Event, pause: float) -> float:
+    """Forget the broken client (the next one may be another member), wait, double the wait."""
+    connection._drop(index)
+    stop.wait(pause)
+    return min(pause * 2, RETRY_PAUSE_S[1])
 
 
 class _StreamBroken(Exception):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cloudlet.model.resources import IMMUTABLE, AttrValue, Observed, Resource
+from cloudlet.model.resources import AttrValue, Observed, Resource
 from cloudlet.providers.openstack import marks
 from cloudlet.providers.openstack.faults import is_gone, permanent
 from cloudlet.providers.openstack.rules import rule_fields, rule_text
@@ -50,16 +50,6 @@ class Neutron:
     def _made(self, obj: Any, owner: str, resource: Resource) -> Any:
         self._tag(obj, owner, resource)
         return obj
-
-    @staticmethod
-    def check_immutable(resource: Resource, current: Observed) -> None:
-        changed = [
-            k
-            for k in sorted(IMMUTABLE.get(resource.kind, ()))
-            if k in resource.attrs and current.attrs.get(k) != resource.attrs.get(k)
-        ]
-        if changed:
-            raise permanent(f"{resource.id}: cannot change immutable {', '.join(changed)} in place")
 
     # -- create ---------------------------------------------------------------
 
@@ -183,7 +173,6 @@ class Neutron:
     # -- update ---------------------------------------------------------------
 
     def update(self, resource: Resource, current: Observed, snap: Snapshot) -> Any:
-        self.check_immutable(resource, current)
         kind = resource.kind
         get = {
             "network": self._net.get_network,
