@@ -92,8 +92,11 @@ def _die_with_parent() -> None:
 class EtcdServer:
     """One etcd member on 127.0.0.1; ``restart`` keeps its ports and data."""
 
-    def __init__(self, *extra_args: str, binary: Path | None = None) -> None:
+    def __init__(self, *extra_args: str, binary: Path | None = None, durable: bool = False) -> None:
         self.binary = binary or find_etcd()
+        #: fsync as production does: a member killed after a slow shutdown
+        #: (SIGTERM waits on open watch streams) must come back whole.
+        self.durable = durable
         self.extra_args = list(extra_args)
         self.more_client_urls: list[str] = []  # e.g. an https:// one beside the http one
         self.root = Path(tempfile.mkdtemp(prefix="cloudlet-etcd-"))
@@ -165,7 +168,7 @@ class EtcdServer:
             "--log-level=warn",
             *self.extra_args,
         ]
-        if _version(self.binary) >= (3, 5):
+        if _version(self.binary) >= (3, 5) and not self.durable:
             argv.append("--unsafe-no-fsync")  # a test server: speed over durability
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         with open(self.log_path, "ab") as log:

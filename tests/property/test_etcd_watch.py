@@ -40,7 +40,7 @@ ops = st.lists(
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[EtcdServer]:
-    s = EtcdServer().start()
+    s = EtcdServer(durable=True).start()
     yield s
     s.cleanup()
 
