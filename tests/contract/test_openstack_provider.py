@@ -214,3 +214,27 @@ def test_wrong_credentials_are_permanent_and_never_printed(tmp_path: object) -> 
         assert not err2.value.transient
     finally:
         os.environ["OS_CLIENT_CONFIG_FILE"] = old
+
+
+def test_a_build_ending_in_error_is_deleted_and_reported_transient(
+    harness: OpenstackHarness,
+) -> None:
+    """No host has the flavor's disk (the fake driver offers 600,000 GB):
+    nova puts the server in ERROR; the provider deletes it and says "try
+    again", leaving nothing behind."""
+    import openstack
+
+    admin = openstack.connect(cloud="osci-admin")
+    if admin.compute.find_flavor("ct.no-host") is None:
+        admin.compute.create_flavor(
+            name="ct.no-host", ram=512, vcpus=1, disk=10_000_000, is_public=True
+        )
+    admin.close()
+    make(harness, "os-error", "network/n", "subnet/n", "port/game")
+    vm = SAMPLE["vm/game"]
+    huge = Resource(vm.id, {**vm.attrs, "flavor": "ct.no-host"}, vm.deps)
+    with pytest.raises(ProviderError, match="build failed") as err:
+        harness.provider.create("os-error", huge)
+    assert err.value.transient
+    assert harness.console.server("os-error", "vm/game") is None
+    assert harness.console.port("os-error", "port/game").device_id == ""
