@@ -85,10 +85,9 @@ def print_status(console: Console, status: dict[str, Any]) -> None:
         console.print(f"  {mark} {cond['type']:<9} {reason}{detail}", highlight=False)
     last = status.get("lastSync") or {}
     if last:
-        console.print(
-            f"  last sync: {last.get('outcome')} ({escape(str(last.get('message')))}), "
-            f"{last.get('wallSeconds')} s"
-        )
+        message = str(last.get("message") or "")
+        said = f" ({escape(message)})" if message and message != last.get("outcome") else ""
+        console.print(f"  last sync: {last.get('outcome')}{said}, {last.get('wallSeconds')} s")
     counts = Counter(r["state"] for r in status["resources"])
     console.print("  resources: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for rid in status["drift"][:50]:
