@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 
 from cloudlet import __version__
@@ -56,10 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def report_thread_crashes(verbose: bool) -> None:
+    """A thread that dies of an exception (ours or a library's, such as a
+    client's stream reader) is logged in one line, traced only on request,
+    as the main thread's errors are; Python would print a traceback."""
+
+    def hook(event: threading.ExceptHookArgs) -> None:
+        if event.exc_type is SystemExit:
+            return
+        name = event.thread.name if event.thread is not None else "?"
+        logging.getLogger("cloudlet").error(
+            "thread %s died: %s: %s",
+            name,
+            event.exc_type.__name__,
+            event.exc_value,
+            exc_info=event.exc_value if verbose else None,
+        )
+
+    threading.excepthook = hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose, args.log_format)
+    report_thread_crashes(args.verbose)
     try:
         code: int = args.handler(args)
         return code

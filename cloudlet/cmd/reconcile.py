@@ -63,7 +63,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         daemon.run()
     finally:
         ctx.close()
-    return 0
+    return 0 if daemon.failure is None else 1
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:

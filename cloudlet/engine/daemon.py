@@ -57,6 +57,8 @@ class Daemon:
     _seen: dict[str, int] = attrs.field(factory=dict)
     #: Set by the store's watch on a desired-state change: look now, not at the next poll.
     _poke: threading.Event = attrs.field(factory=threading.Event)
+    #: Why a loop thread died, if one did; the daemon then stops and exits non-zero.
+    failure: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.ownership is not None:
@@ -64,14 +66,15 @@ class Daemon:
 
     def run(self) -> None:
         """Until ``stop`` is set; in-flight syncs finish their running steps."""
-        threads = [threading.Thread(target=self._watch, name="watch", daemon=True)]
+        loops: list[tuple[str, Callable[[], None]]] = [("watch", self._watch)]
         if isinstance(self.repo.store, Watchable):
-            threads.append(threading.Thread(target=self._stream, name="stream", daemon=True))
+            loops.append(("stream", self._stream))
         if self.ownership is not None:
-            threads.append(threading.Thread(target=self._membership, name="lease", daemon=True))
-        threads += [
-            threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
-            for i in range(max(1, self.options.workers))
+            loops.append(("lease", self._membership))
+        loops += [(f"worker-{i}", self._work) for i in range(max(1, self.options.workers))]
+        threads = [
+            threading.Thread(target=self._supervised, args=loop, name=loop[0], daemon=True)
+            for loop in loops
         ]
         for t in threads:
             t.start()
@@ -81,6 +84,25 @@ class Daemon:
             t.join()
         if self.ownership is not None:
             self.ownership.leave()
+
+    def _supervised(self, name: str, loop: Callable[[], None]) -> None:
+        """Run one loop; if it dies, stop the whole daemon rather than limp on.
+
+        A replica without its lease thread or its watcher would hold cloudlets
+        it no longer serves; exiting non-zero lets its supervisor restart it
+        and the other replicas take its cloudlets meanwhile.
+        """
+        try:
+            loop()
+        except Exception as err:
+            self.failure = f"{name}: {type(err).__name__}: {err}"
+            log.error(
+                "internal error in the %s loop (%s); stopping",
+                name,
+                self.failure,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            self.stop.set()
 
     def _membership(self) -> None:
         """Keep leases and take or hand back cloudlets so that each replica
@@ -190,6 +212,15 @@ class Daemon:
                 continue
             try:
                 self._reconcile_and_requeue(name)
+            except Exception as err:  # one cloudlet's bad luck must not cost a worker
+                log.error(
+                    "cloudlet %s: reconcile crashed (%s: %s); retrying in %.1f s",
+                    name,
+                    type(err).__name__,
+                    err,
+                    self.queue.retry(name),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
             finally:
                 self.queue.done(name)
 

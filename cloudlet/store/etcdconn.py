@@ -65,8 +65,12 @@ _UNSENT = (
     "invalid auth token",
     "failed node",
     "closed channel",
+    "channel closed",  # grpc: "Cannot invoke RPC: Channel closed!", raised before sending
     "no endpoint available",
 )
+# A client closed by another thread (after its own connection error) while
+# this one was about to call through it: raised before anything is sent.
+_CLOSED_CLIENT = ("failed node", "closed channel", "channel closed")
 
 
 def parse_endpoints(text: str) -> list[tuple[str, int]]:
@@ -127,6 +131,7 @@ class EtcdConnection:
         self._current = 0
         self._guard = threading.Lock()
         self._closed = False
+        self._own: set[Client] = set()  # from own_client, closed on close()
 
     @property
     def where(self) -> str:
@@ -168,7 +173,8 @@ class EtcdConnection:
     def close(self) -> None:
         with self._guard:
             self._closed = True
-            clients, self._clients = list(self._clients.values()), {}
+            clients, self._clients = [*self._clients.values(), *self._own], {}
+            self._own = set()
         for client in clients:
             with contextlib.suppress(Exception):
                 client.close()
@@ -189,6 +195,36 @@ class EtcdConnection:
                 # leaking the loser's channel would not.
                 self._clients[index] = self._connect(*self.endpoints[index])
             return index, self._clients[index]
+
+    def own_client(self) -> tuple[int, Client]:
+        """A client nobody else uses, on the current endpoint; the caller closes it.
+
+        For a long-lived watch stream: a pooled client's channel may be closed
+        by any thread that hit a connection error on it, and a watch stream
+        started on a channel being closed dies inside the client library's
+        own thread, out of reach of any handler.
+        """
+        with self._guard:
+            if self._closed:
+                raise RuntimeError(f"etcd store {self.where} is closed")
+            index = self._current
+        client = self._connect(*self.endpoints[index])
+        with self._guard:
+            self._own.add(client)
+        return index, client
+
+    def release(self, client: Client) -> None:
+        """Close a client from ``own_client``."""
+        with self._guard:
+            self._own.discard(client)
+        with contextlib.suppress(Exception):
+            client.close()
+
+    def skip(self, index: int) -> None:
+        """Endpoint ``index`` failed: the next new client tries the next one."""
+        with self._guard:
+            if index == self._current:
+                self._current = (index + 1) % len(self.endpoints)
 
     def _connect(self, host: str, port: int) -> Client:
         secure = self._creds is not None
@@ -213,6 +249,8 @@ class EtcdConnection:
                 client.close()
 
     def _refused(self, exc: Exception) -> Exception:
+        if isinstance(exc, ValueError):  # the client refused before sending
+            return CloudletError(f"etcd client for {self.where} failed: {exc}")
         if not isinstance(exc, grpc.RpcError):
             return exc
         who = f" (user {self.user})" if self.user else ""
@@ -239,4 +277,4 @@ def _retryable(exc: BaseException) -> str | None:
         expired = code == grpc.StatusCode.UNAUTHENTICATED and "token" in _details(cause)
         return _details(cause) if code in _RETRY_CODES or expired else None
     text = str(exc)
-    return text if "failed node" in text or "closed channel" in text else None
+    return text if any(s in text.lower() for s in _CLOSED_CLIENT) else None

@@ -23,7 +23,7 @@ from pyetcd.utils import prefix_range_end
 from cloudlet.errors import WatchCompacted
 from cloudlet.store.base import Change
 from cloudlet.store.etcd import EtcdStore
-from cloudlet.store.etcdconn import RETRY_PAUSE_S, EtcdConnection
+from cloudlet.store.etcdconn import RETRY_PAUSE_S, Client, EtcdConnection
 
 #: How often a blocked watcher looks at its stop flag, in seconds.
 STOP_CHECK_S = 0.2
@@ -40,19 +40,9 @@ def watch_changes(
     pause = RETRY_PAUSE_S[0]
     connection = store.connection
     while not stop.is_set():
-        index, client = connection._client()
-        responses: queue.Queue[object] = queue.Queue()
+        index, client = connection.own_client()
         try:
-            watch_id = client.add_watch_callback(
-                full, responses.put, range_end=end, start_revision=following
-            )
-        except etcd_errors.RevisionCompactedError as err:
-            raise WatchCompacted(following, int(err.compacted_revision)) from None
-        except Exception:
-            pause = _back_off(connection, index, stop, pause)
-            continue
-        try:
-            for change in _drain(responses, stop, kv):
+            for change in _stream(client, full, end, following, stop, kv):
                 yield change
                 following = change.mod_revision + 1
                 pause = RETRY_PAUSE_S[0]
@@ -61,13 +51,32 @@ def watch_changes(
         except _StreamBroken:
             pause = _back_off(connection, index, stop, pause)
         finally:
-            with contextlib.suppress(Exception):  # the stream may be gone already
-                client.cancel_watch(watch_id)
+            connection.release(client)
+
+
+def _stream(
+    client: Client, full: bytes, end: bytes, following: int, stop: threading.Event, kv: str
+) -> Iterator[Change]:
+    """One watch stream's changes; ``_StreamBroken`` when it fails."""
+    responses: queue.Queue[object] = queue.Queue()
+    try:
+        watch_id = client.add_watch_callback(
+            full, responses.put, range_end=end, start_revision=following
+        )
+    except etcd_errors.RevisionCompactedError:
+        raise
+    except Exception as err:
+        raise _StreamBroken(str(err)) from None
+    try:
+        yield from _drain(responses, stop, kv)
+    finally:
+        with contextlib.suppress(Exception):  # the stream may be gone already
+            client.cancel_watch(watch_id)
 
 
 def _back_off(connection: EtcdConnection, index: int, stop: threading.Event, pause: float) -> float:
-    """Forget the broken client (the next one may be another member), wait, double the wait."""
-    connection._drop(index)
+    """Move to the next member (if any), wait, double the wait."""
+    connection.skip(index)
     stop.wait(pause)
     return min(pause * 2, RETRY_PAUSE_S[1])
 

@@ -200,6 +200,31 @@ def test_a_write_that_may_have_landed_is_not_retried() -> None:
         assert len(calls) == 2  # never sent: safe to retry even a write
 
 
+def test_a_client_closed_by_another_thread_is_replaced(server: EtcdServer) -> None:
+    """One thread drops a broken client (closing its channel) while another is
+    about to call through it; gRPC then refuses before sending anything
+    ("Cannot invoke RPC: Channel closed!"), so even a write is safe to retry on
+    a new client. Seen in CI: a daemon worker died of that ValueError."""
+    with EtcdConnection(server.endpoint, timeout=5.0) as conn:
+        conn.call(lambda client: client.put("/closed-race", b"0"))
+        for value in (b"1", b"2"):
+            _, client = conn._client()
+            client.close()  # as a concurrent _drop would
+            conn.call(lambda client, v=value: client.put("/closed-race", v), idempotent=False)
+        got = conn.call(lambda client: client.get("/closed-race"))
+        assert got[0] == b"2"
+        # The same race caught mid-call words it differently (grpc's close message).
+        calls: list[int] = []
+
+        def closed_mid_call(client: object) -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                raise ValueError("Cannot invoke RPC: Channel closed!")
+            return 9
+
+        assert conn.call(closed_mid_call, idempotent=False) == 9 and len(calls) == 2
+
+
 def test_restart_is_survived_by_the_same_store(capsys: pytest.CaptureFixture[str]) -> None:
     """The client problem measured in issue 5: a restarted etcd stayed
     unusable for 30 s and more. The same store object must work again at

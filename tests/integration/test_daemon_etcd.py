@@ -71,6 +71,7 @@ class Daemon:
 
     def stop(self) -> None:
         """SIGTERM; it must exit 0 with no traceback."""
+        print(f"--- daemon log ---\n{self.stderr}")  # pytest shows it if the test failed
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
