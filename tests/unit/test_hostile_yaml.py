@@ -7,7 +7,6 @@ because their errors, limits and marks differ.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,9 +190,8 @@ MERGE_BOMB = (
 
 @pytest.mark.parametrize("bomb", [BILLION_LAUGHS, MERGE_BOMB], ids=["laughs", "merges"])
 def test_alias_bombs_fail_fast(bomb: str) -> None:
-    started = time.perf_counter()
+    # Fast because expansion stops counting at the bound; timing is bench's job.
     lines = fails(bomb)
-    assert time.perf_counter() - started < 1.0
     assert any("document too large after alias expansion" in x for x in lines), lines
 
 
@@ -228,16 +226,15 @@ def test_nesting_within_the_limit_is_fine() -> None:
 
 
 def test_too_many_nodes() -> None:
-    started = time.perf_counter()
     lines = fails("- 1\n" * 200_000)
-    assert time.perf_counter() - started < 3.0
     assert "too large" in lines[0]
+    # Refused where the count passed the bound, not after reading all 200,000.
+    match = LINE.match(lines[0])
+    assert match is not None and int(match.group(1)) <= load.MAX_NODES + 1, lines[0]
 
 
 def test_huge_text_is_refused_before_parsing() -> None:
-    started = time.perf_counter()
-    assert "too large" in fails("#" * (MAX_BYTES + 10))[0]
-    assert time.perf_counter() - started < 0.5
+    assert fails("#" * (MAX_BYTES + 10))[0].startswith("F.yaml:1:1: file too large")
 
 
 def test_huge_file(tmp_path: Path) -> None:
@@ -251,9 +248,7 @@ def test_huge_file(tmp_path: Path) -> None:
 
 
 def test_large_comment_within_the_limit() -> None:
-    started = time.perf_counter()
     assert "no documents" in fails("# " + "x" * (MAX_BYTES - 100) + "\n")[0]
-    assert time.perf_counter() - started < 5.0
 
 
 # --- garbage -------------------------------------------------------------------------------------
