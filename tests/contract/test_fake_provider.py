@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -355,7 +354,9 @@ def test_processes_create_the_same_ids_once(tmp_path: Path) -> None:
     assert len(addresses) == 90 == len(set(addresses))
 
 
-def test_ten_thousand_creates_and_a_fast_observe(provider: FakeProvider) -> None:
+def test_ten_thousand_concurrent_creates_are_all_observed(provider: FakeProvider) -> None:
+    """Ten threads creating at once lose nothing and duplicate nothing (how
+    fast this is belongs to bench/run.py's 10,000-resource sync, not here)."""
     provider.create(OWNER, NET)
     provider.create(OWNER, Resource("subnet/n", {"network": "network/n", "cidr": "10.0.0.0/16"}))
 
@@ -364,16 +365,11 @@ def test_ten_thousand_creates_and_a_fast_observe(provider: FakeProvider) -> None
             r = port(f"{t}.{i}") if i % 2 else Resource(f"security-group/{t}.{i}", {"rules": ()})
             provider.create(OWNER, r)
 
-    started = time.perf_counter()
     threads = [threading.Thread(target=run, args=(t,)) for t in range(10)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert time.perf_counter() - started < 10
-    best = float("inf")
-    for _ in range(3):
-        started = time.perf_counter()
-        assert len(provider.observe(OWNER)) == 10_002
-        best = min(best, time.perf_counter() - started)
-    assert best < 0.3
+    observed = provider.observe(OWNER)
+    assert len(observed) == 10_002
+    assert len({o.id for o in observed}) == 10_002
