@@ -233,11 +233,8 @@ class Daemon:
             report = None
         outcome = "converged" if report and report.converged else "failed"
         self.metrics.reconcile_seconds.labels(outcome).observe(time.perf_counter() - t0)
-        if report is None and (
-            self.repo.get_desired(name) is None
-            or (self.ownership is not None and not self.ownership.owns(name))
-        ):
-            return  # deleted, or not ours: nothing for this replica to keep converged
+        if report is None and self._gone_or_not_ours(name):
+            return  # nothing for this replica to keep converged
         if outcome == "converged":
             self.queue.forget(name)
             spread = self.options.resync * self.options.jitter
@@ -245,6 +242,14 @@ class Daemon:
         else:
             delay = self.queue.retry(name)
             log.info("cloudlet %s: retrying in %.1f s", name, delay)
+
+    def _gone_or_not_ours(self, name: str) -> bool:
+        if self.ownership is not None and not self.ownership.owns(name):
+            return True
+        try:
+            return self.repo.get_desired(name) is None
+        except CloudletError:
+            return False  # the store is down: keep it queued, with backoff
 
     def reconcile(self, name: str) -> SyncReport | None:
         """One level-triggered pass: re-read everything, then act."""
