@@ -339,7 +339,12 @@ T0A=$(now)
 #    through "nova-compute-kvm | nova-compute-hypervisor"; python3-nova already has nova.cmd.compute.
 ###############################################################################################
 if [ "${OSCI_SKIP_APT:-0}" != 1 ]; then
-  if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; fi
+  # only for this install, and only if the machine has none of its own: removed again below
+  POLICY_RC_OURS=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; POLICY_RC_OURS=1
+  fi
+  drop_policy_rc() { if [ "$POLICY_RC_OURS" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
   {
     for p in keystone glance-common nova-common neutron-common placement-common heat-common heat-api heat-engine; do
       echo "$p $p/dbconfig-install boolean false"
@@ -363,8 +368,9 @@ if [ "${OSCI_SKIP_APT:-0}" != 1 ]; then
     apt-get -o DPkg::Lock::Timeout=900 update -q >/dev/null
     # shellcheck disable=SC2086
     apt-get -o DPkg::Lock::Timeout=900 install -y -q --no-install-recommends $PKGS \
-      >"$OSCI_DIR/apt.log" 2>&1 || { tail -30 "$OSCI_DIR/apt.log"; exit 1; }
+      >"$OSCI_DIR/apt.log" 2>&1 || { tail -30 "$OSCI_DIR/apt.log"; drop_policy_rc; exit 1; }
   fi
+  drop_policy_rc
 fi
 T_APT=$(since "$T0A"); say "apt: ${T_APT}s"
 
