@@ -150,7 +150,7 @@ class EtcdConnection:
         deadline = time.monotonic() + self.timeout
         pause = RETRY_PAUSE_S[0]
         while True:
-            index = self._current
+            index, client = self._current, None
             try:
                 index, client = self._client()
                 return op(client)
@@ -158,7 +158,7 @@ class EtcdConnection:
                 detail = _retryable(exc)
                 if detail is None:
                     raise self._refused(exc) from None
-                self._drop(index)
+                self._drop(index, client)
                 if not idempotent and not any(s in detail.lower() for s in _UNSENT):
                     raise CloudletError(
                         f"etcd at {self.where} did not confirm a write ({detail}); "
@@ -238,10 +238,19 @@ class EtcdConnection:
             client.call_credentials = None  # the token goes as metadata
         return client
 
-    def _drop(self, index: int) -> None:
-        """Forget a client after a connection error and move to the next endpoint."""
+    def _drop(self, index: int, client: Client | None) -> None:
+        """Forget ``client`` (None: it could not be built) after a connection
+        error, and move to the next endpoint.
+
+        Only if it is still the current one: when several threads fail on one
+        dead member, the first moves on and the others must neither close the
+        fresh client built since nor skip a second endpoint.
+        """
         with self._guard:
-            client = self._clients.pop(index, None)
+            if client is not None:
+                if self._clients.get(index) is not client:
+                    return
+                del self._clients[index]
             if index == self._current:
                 self._current = (index + 1) % len(self.endpoints)
         if client is not None:
