@@ -57,41 +57,63 @@ def walk(
     Times in the results are seconds since the walk began. ``stop`` ends the
     walk gracefully: nothing new starts, running nodes finish.
     """
-    events = events or WalkEvents()
+    state = _Walk(graph, run, priority, events or WalkEvents(), clock, clock())
     stop = stop or threading.Event()
-    t0 = clock()
-    waiting = {n: graph.in_degree(n) for n in graph.nodes}
-    ready = [(-priority.get(n, 1.0), n) for n, d in waiting.items() if d == 0]
-    heapq.heapify(ready)
-    results: dict[str, NodeResult] = {}
-    started: dict[str, float] = {}
-    running: dict[Future[None], str] = {}
     with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        while running or (ready and not stop.is_set()):
-            while ready and len(running) < parallelism and not stop.is_set():
-                _, key = heapq.heappop(ready)
-                started[key] = clock() - t0
-                events.started(key)
-                running[pool.submit(_run, run, key)] = key
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+        while state.running or (state.ready and not stop.is_set()):
+            while state.ready and len(state.running) < parallelism and not stop.is_set():
+                state.start_next(pool)
+            done, _ = wait(state.running, return_when=FIRST_COMPLETED)
             for fut in done:
-                key = running.pop(fut)
-                err = fut.exception()
-                result = NodeResult(
-                    key,
-                    "failed" if err else "ok",
-                    started[key],
-                    clock() - t0,
-                    str(err) if err else None,
-                )
-                results[key] = result
-                events.finished(result)
-                if err is None:
-                    for succ in graph.successors(key):
-                        waiting[succ] -= 1
-                        if waiting[succ] == 0:
-                            heapq.heappush(ready, (-priority.get(succ, 1.0), succ))
+                state.finish(fut)
     leftover: Outcome = "cancelled" if stop.is_set() else "blocked"
     for key in graph.nodes:
-        results.setdefault(key, NodeResult(key, leftover))
-    return results
+        state.results.setdefault(key, NodeResult(key, leftover))
+    return state.results
+
+
+@attrs.define
+class _Walk:
+    """The walk's bookkeeping: what waits on how many predecessors, what is
+    ready (a heap, longest remaining path first), what runs, what ended."""
+
+    graph: nx.DiGraph
+    run: Callable[[str], None]
+    priority: Mapping[str, float]
+    events: WalkEvents
+    clock: Callable[[], float]
+    t0: float
+    waiting: dict[str, int] = attrs.field(init=False)
+    ready: list[tuple[float, str]] = attrs.field(init=False)
+    results: dict[str, NodeResult] = attrs.field(init=False, factory=dict)
+    started: dict[str, float] = attrs.field(init=False, factory=dict)
+    running: dict[Future[None], str] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.waiting = {n: self.graph.in_degree(n) for n in self.graph.nodes}
+        self.ready = [(-self.priority.get(n, 1.0), n) for n, d in self.waiting.items() if d == 0]
+        heapq.heapify(self.ready)
+
+    def start_next(self, pool: ThreadPoolExecutor) -> None:
+        _, key = heapq.heappop(self.ready)
+        self.started[key] = self.clock() - self.t0
+        self.events.started(key)
+        self.running[pool.submit(_run, self.run, key)] = key
+
+    def finish(self, fut: Future[None]) -> None:
+        key = self.running.pop(fut)
+        err = fut.exception()
+        result = NodeResult(
+            key,
+            "failed" if err else "ok",
+            self.started[key],
+            self.clock() - self.t0,
+            str(err) if err else None,
+        )
+        self.results[key] = result
+        self.events.finished(result)
+        if err is None:
+            for succ in self.graph.successors(key):
+                self.waiting[succ] -= 1
+                if self.waiting[succ] == 0:
+                    heapq.heappush(self.ready, (-self.priority.get(succ, 1.0), succ))
