@@ -11,7 +11,6 @@ are ignored once a data dir exists).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from etcd_server import _die_with_parent, _version, find_etcd, free_port
+from etcd_server import find_etcd, free_port, spawn_etcd
 
 
 class Member:
@@ -175,33 +174,21 @@ class EtcdCluster:
     # -- internals -----------------------------------------------------------
 
     def _spawn(self, member: Member) -> None:
-        client = f"http://127.0.0.1:{member.client_port}"
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        argv = [
-            str(self.binary),
-            f"--name={member.name}",
-            f"--data-dir={member.data_dir}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={member.peer_url}",
-            f"--initial-advertise-peer-urls={member.peer_url}",
-            f"--initial-cluster={initial}",
-            "--initial-cluster-state=new",
-            f"--initial-cluster-token={self.token}",
-            "--log-level=warn",
-        ]
-        if _version(self.binary) >= (3, 5):
-            argv.append("--unsafe-no-fsync")  # a test cluster: speed over durability
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        with open(member.log_path, "ab") as log:
-            member.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
+        member.proc = spawn_etcd(
+            self.binary,
+            name=member.name,
+            data_dir=member.data_dir,
+            client_urls=f"http://127.0.0.1:{member.client_port}",
+            peer_url=member.peer_url,
+            cluster=[
+                f"--initial-cluster={initial}",
+                "--initial-cluster-state=new",
+                f"--initial-cluster-token={self.token}",
+            ],
+            log_path=member.log_path,
+            durable=False,
+        )
 
     def _wait_healthy(self, members: list[Member], timeout: float) -> bool:
         """Every one of ``members`` says healthy (which needs a leader)."""

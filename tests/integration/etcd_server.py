@@ -89,6 +89,47 @@ def _die_with_parent() -> None:
     _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def spawn_etcd(
+    binary: Path,
+    *,
+    name: str,
+    data_dir: Path,
+    client_urls: str,
+    peer_url: str,
+    cluster: list[str],
+    log_path: Path,
+    durable: bool,
+) -> subprocess.Popen[bytes]:
+    """One etcd member on loopback, logging to ``log_path``, dying with us.
+
+    ``cluster``: the ``--initial-cluster...`` flags (and any extra ones).
+    Without ``durable``, etcd 3.5 skips fsync: a test server, speed first.
+    """
+    argv = [
+        str(binary),
+        f"--name={name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client_urls}",
+        f"--advertise-client-urls={client_urls}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        "--log-level=warn",
+        *cluster,
+    ]
+    if _version(binary) >= (3, 5) and not durable:
+        argv.append("--unsafe-no-fsync")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+
+
 class EtcdServer:
     """One etcd member on 127.0.0.1; ``restart`` keeps its ports and data."""
 
@@ -156,30 +197,16 @@ class EtcdServer:
     def _spawn(self) -> None:
         client = ",".join([f"http://127.0.0.1:{self.client_port}", *self.more_client_urls])
         peer = f"http://127.0.0.1:{self.peer_port}"
-        argv = [
-            str(self.binary),
-            "--name=default",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=default={peer}",
-            "--log-level=warn",
-            *self.extra_args,
-        ]
-        if _version(self.binary) >= (3, 5) and not self.durable:
-            argv.append("--unsafe-no-fsync")  # a test server: speed over durability
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                preexec_fn=_die_with_parent,
-            )
+        self.proc = spawn_etcd(
+            self.binary,
+            name="default",
+            data_dir=self.data_dir,
+            client_urls=client,
+            peer_url=peer,
+            cluster=[f"--initial-cluster=default={peer}", *self.extra_args],
+            log_path=self.log_path,
+            durable=self.durable,
+        )
 
     def _wait_healthy(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
