@@ -207,6 +207,28 @@ def test_the_owner_folder_goes_with_the_last_object(harness: VsphereHarness) -> 
     assert harness.provider.observe(owner) == []
 
 
+def test_an_update_records_the_lbs_address_and_keeps_a_ports_own(
+    harness: VsphereHarness,
+) -> None:
+    """Only ports, VIPs and floating IPs have an address the provider hands
+    out, which an update keeps; an LB's ``address`` names its carrier, an
+    attribute the engine sets like any other (redundancy none -> vip moves
+    it from the first leg's port to the VIP)."""
+    owner = "lb-address"
+    made = make(harness.provider, owner, "network/n", "subnet/n", "port/game", "lb/lb")
+    lb = SAMPLE["lb/lb"]
+    moved = Resource(lb.id, {**lb.attrs, "address": "port/lb.0.ext"}, ["vm/lb.0", "port/lb.0.ext"])
+    assert harness.provider.update(owner, moved, made["lb/lb"]).attrs["address"] == "port/lb.0.ext"
+    port = SAMPLE["port/game"]
+    grouped = Resource(port.id, {**port.attrs, "securityGroups": ("security-group/web",)})
+    kept = harness.provider.update(owner, grouped, made["port/game"]).attrs["address"]
+    assert kept == made["port/game"].attrs["address"] == "10.213.0.2"
+    seen = {o.id: o for o in harness.provider.observe(owner)}
+    assert seen["lb/lb"].attrs["address"] == "port/lb.0.ext"
+    assert seen["port/game"].attrs["address"] == "10.213.0.2"
+    assert seen["port/game"].attrs["securityGroups"] == ("security-group/web",)
+
+
 def test_external_addresses_are_unique_across_owners(harness: VsphereHarness) -> None:
     ext = SAMPLE["port/lb.0.ext"]
     first = harness.provider.create("ext-a", ext)

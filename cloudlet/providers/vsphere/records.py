@@ -26,8 +26,11 @@ from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import Session, decode_record, encode_record
 from cloudlet.providers.vsphere.snapshot import Snapshot
 
-#: Attributes the provider computes; an update keeps them.
-COMPUTED = ("address",)
+#: Attributes the provider computes, by kind; an update keeps them. Only the
+#: kinds it hands addresses to: an LB's ``address`` is the id of the object
+#: that carries its public address (its first leg, its VIP or its floating
+#: IP), which the engine sets and an update must change like any other.
+COMPUTED: dict[str, tuple[str, ...]] = {kind: ("address",) for kind in ADDRESSED}
 
 
 class Records:
@@ -104,7 +107,7 @@ class Records:
         if changed:
             raise permanent(f"{resource.id}: cannot change immutable {', '.join(changed)} in place")
         values = dict(resource.attrs)
-        values.update({k: old[k] for k in COMPUTED if k in old})
+        values.update({k: old[k] for k in COMPUTED.get(resource.kind, ()) if k in old})
         self._session.set_record(ref, encode_record(values, resource.deps))
         return Observed(current.uid, resource.id, resource.kind, values, resource.deps)
 
