@@ -7,8 +7,11 @@ owners, as on a shared real vCenter.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from provider_contract import Capabilities, provider_contract_tests, sample_resources
@@ -203,6 +206,32 @@ def test_the_owner_folder_goes_with_the_last_object(harness: VsphereHarness) -> 
     made = make(harness.provider, owner, "security-group/web")
     assert harness.console.leftovers(owner) == [f"folder cloudlet-{owner}"]
     harness.provider.delete(owner, made["security-group/web"])
+    assert harness.console.leftovers(owner) == []
+    assert harness.provider.observe(owner) == []
+
+
+def test_the_last_two_objects_deleted_at_once_take_the_folder_along(
+    harness: VsphereHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both deletes read the owner's objects before either deletes, so each
+    sees the other still there (as the engine's parallel destroy does)."""
+    owner = "tidy-race"
+    made = make(harness.provider, owner, "security-group/web")
+    made["security-group/db"] = harness.provider.create(
+        owner, Resource("security-group/db", {"rules": ()})
+    )
+    both_read = threading.Barrier(2, timeout=30)
+    read = harness.provider.snapshot
+
+    def read_then_wait(*args: Any, **kwargs: Any) -> Any:
+        snap = read(*args, **kwargs)
+        both_read.wait()
+        return snap
+
+    monkeypatch.setattr(harness.provider, "snapshot", read_then_wait)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda o: harness.provider.delete(owner, o), made.values()))
+    monkeypatch.undo()
     assert harness.console.leftovers(owner) == []
     assert harness.provider.observe(owner) == []
 

@@ -121,7 +121,7 @@ spec:
 
 
 def test_a_shared_lb_made_redundant_moves_its_address_to_the_vip(
-    sim: Vcsim, state_dir: Path, tmp_path: Path
+    sim: Vcsim, console: OutOfBand, state_dir: Path, tmp_path: Path
 ) -> None:
     """Redundancy none -> vip changes ``lb/lb-0``'s address from its first
     leg's port to ``vip/lb-0``: the update must record it, or every round
@@ -138,6 +138,7 @@ def test_a_shared_lb_made_redundant_moves_its_address_to_the_vip(
         assert {r["state"] for r in states.values()} == {"ready"}, status
         assert [m["publicIp"] for m in status["portMappings"]] == [states[carrier]["address"]]
     ok(cli("destroy", "vsphere-ha", "--yes", **run))
+    assert console.leftovers("vsphere-ha") == []  # its folder too (the last deletes race)
 
 
 _NAMES = itertools.count()
@@ -155,7 +156,9 @@ def on_vsphere(c: Cloudlet) -> Cloudlet:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(st.data())
-def test_random_specs_and_an_edit_converge_on_vsphere(sim: Vcsim, data: st.DataObject) -> None:
+def test_random_specs_and_an_edit_converge_on_vsphere(
+    sim: Vcsim, console: OutOfBand, data: st.DataObject
+) -> None:
     drawn = data.draw(cloudlets())
     first = on_vsphere(drawn)
     second = attrs.evolve(on_vsphere(data.draw(edits(drawn))), metadata=first.metadata)
@@ -173,6 +176,7 @@ def test_random_specs_and_an_edit_converge_on_vsphere(sim: Vcsim, data: st.DataO
             assert engine.plan(cloudlet).empty
         assert engine.destroy(first.name).converged
         assert provider.observe(first.name) == []
+        assert console.leftovers(first.name) == []
     finally:
         provider.close()
         store.close()

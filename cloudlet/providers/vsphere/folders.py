@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cloudlet.providers.vsphere import fields, names
@@ -33,6 +33,8 @@ class _Gate:
         self.cond = threading.Condition()
         self.users = 0
         self.closing = False
+        #: uids of the owner's objects deleted since its folder was last removed
+        self.gone: set[str] = set()
 
 
 class OwnerFolders:
@@ -102,6 +104,19 @@ class OwnerFolders:
             for ref, props in listed
         )
 
+    def all_gone(self, owner: str, deleted: str, seen: Iterable[str]) -> bool:
+        """Note that ``deleted`` is gone; True if everything in ``seen`` (what
+        the delete's snapshot held) is gone too, by this delete or another.
+
+        Two concurrent deletes of an owner's last two objects each see the
+        other in their snapshot; the later of the two to get here sees both
+        gone, so the folder is not left behind.
+        """
+        gate = self._gate(owner)
+        with gate.cond:
+            gate.gone.add(deleted)
+            return set(seen) <= gate.gone
+
     def remove_if_empty(self, owner: str, folder: Any) -> None:
         """Best effort: an owner that still has objects, or is being used, keeps it."""
         gate = self._gate(owner)
@@ -115,6 +130,8 @@ class OwnerFolders:
             with contextlib.suppress(Exception):
                 if self._is_empty(folder):
                     self._session.wait(folder.Destroy_Task(), f"{owner}: remove folder")
+                    with gate.cond:
+                        gate.gone.clear()
         finally:
             with gate.cond:
                 gate.closing = False

@@ -90,7 +90,8 @@ class VsphereProvider:
             self._vms.delete(current)
         else:
             self._records.delete(current)
-        if snap.folder is not None and all(i.observed.uid == current.uid for i in snap.items):
+        seen = (i.observed.uid for i in snap.items)
+        if snap.folder is not None and self._folders.all_gone(owner, current.uid, seen):
             self._folders.remove_if_empty(owner, snap.folder)
 
     def _refuse_if_used(self, owner: str, current: Observed, snap: Snapshot) -> None:
