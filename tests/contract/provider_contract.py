@@ -68,6 +68,42 @@ class ContractHarness(Protocol):
     def close(self) -> None: ...
 
 
+class Console(Protocol):
+    """An operator's hands on the cloud, beside the provider."""
+
+    def remove(self, owner: str, uid: str, /) -> object: ...
+
+    def set_attr(self, owner: str, uid: str, key: str, value: str, /) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class ProviderHarness:
+    """The usual ContractHarness: providers from ``open_provider`` (every one
+    closed at the end) and a console on the same cloud."""
+
+    def __init__(self, open_provider: Callable[[], Provider], console: Console) -> None:
+        self._open = open_provider
+        self.provider = open_provider()
+        self.console = console
+        self._opened = [self.provider]
+
+    def reopen(self) -> Provider:
+        self._opened.append(self._open())
+        return self._opened[-1]
+
+    def remove(self, owner: str, uid: str) -> None:
+        self.console.remove(owner, uid)
+
+    def set_attr(self, owner: str, uid: str, key: str, value: str) -> None:
+        self.console.set_attr(owner, uid, key, value)
+
+    def close(self) -> None:
+        for provider in self._opened:
+            provider.close()
+        self.console.close()
+
+
 @attrs.frozen
 class Capabilities:
     """What the cloud under test offers, and names valid on it."""

@@ -19,37 +19,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from provider_contract import Capabilities, provider_contract_tests
+from provider_contract import Capabilities, ProviderHarness, provider_contract_tests
 
 from cloudlet.errors import NotFound, ProviderError
 from cloudlet.model.resources import Resource
-from cloudlet.providers.base import Provider
 from cloudlet.providers.fake import FakeCloud, FakeProvider
 
 
-class FakeHarness:
+class FakeHarness(ProviderHarness):
     """Owns a throwaway state dir; the console is a second handle on the same file."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.provider: Provider = FakeProvider(state_dir)
-        self.console = FakeCloud.for_state_dir(state_dir)
-        self._opened: list[Provider] = [self.provider]
-
-    def reopen(self) -> Provider:
-        self._opened.append(FakeProvider(self.state_dir))
-        return self._opened[-1]
-
-    def remove(self, owner: str, uid: str) -> None:
-        self.console.remove(owner, uid)
-
-    def set_attr(self, owner: str, uid: str, key: str, value: str) -> None:
-        self.console.set_attr(owner, uid, key, value)
+        self.console: FakeCloud
+        super().__init__(lambda: FakeProvider(state_dir), FakeCloud.for_state_dir(state_dir))
 
     def close(self) -> None:
-        for provider in self._opened:
-            provider.close()
-        self.console.close()
+        super().close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 

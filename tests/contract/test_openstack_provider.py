@@ -12,11 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 from osconsole import PLATFORM, Console, cloud_config
-from provider_contract import Capabilities, provider_contract_tests, sample_resources
+from provider_contract import (
+    Capabilities,
+    ProviderHarness,
+    provider_contract_tests,
+    sample_resources,
+)
 
 from cloudlet.errors import ProviderError
 from cloudlet.model.resources import Observed, Resource
-from cloudlet.providers.base import Provider
 from cloudlet.providers.openstack.provider import OpenstackProvider
 
 CAPS = Capabilities(image="ubuntu-22.04", flavor="m1.small", other_flavor="m1.medium")
@@ -28,26 +32,10 @@ def cloud() -> None:
     cloud_config()
 
 
-class OpenstackHarness:
+class OpenstackHarness(ProviderHarness):
     def __init__(self) -> None:
-        self.provider: Provider = OpenstackProvider(PLATFORM)
-        self.console = Console()
-        self._opened: list[Provider] = [self.provider]
-
-    def reopen(self) -> Provider:
-        self._opened.append(OpenstackProvider(PLATFORM))
-        return self._opened[-1]
-
-    def remove(self, owner: str, uid: str) -> None:
-        self.console.remove(owner, uid)
-
-    def set_attr(self, owner: str, uid: str, key: str, value: str) -> None:
-        self.console.set_attr(owner, uid, key, value)
-
-    def close(self) -> None:
-        for provider in self._opened:
-            provider.close()
-        self.console.close()
+        self.console: Console
+        super().__init__(lambda: OpenstackProvider(PLATFORM), Console())
 
 
 TestOpenstackContract = provider_contract_tests(OpenstackHarness, caps=CAPS)

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from provider_contract import Capabilities, provider_contract_tests, sample_resources
+from provider_contract import (
+    Capabilities,
+    ProviderHarness,
+    provider_contract_tests,
+    sample_resources,
+)
 from vcsim import PLATFORM, USER, OutOfBand, Vcsim, running
 
 from cloudlet.errors import ProviderError
@@ -36,29 +41,19 @@ def simulator() -> Iterator[Vcsim]:
             _SIM.remove(sim)
 
 
-class VsphereHarness:
+class VsphereHarness(ProviderHarness):
     """A provider on the module's simulator; the console is pyVmomi straight at it."""
 
     def __init__(self, sim: Vcsim) -> None:
         self.sim = sim
-        self.provider: Provider = sim.provider()
-        self.console = OutOfBand(sim)
-        self._opened: list[Provider] = [self.provider]
-
-    def reopen(self) -> Provider:
-        self._opened.append(self.sim.provider())
-        return self._opened[-1]
+        self.console: OutOfBand
+        super().__init__(sim.provider, OutOfBand(sim))
 
     def remove(self, owner: str, uid: str) -> None:
         self.console.remove(uid)
 
     def set_attr(self, owner: str, uid: str, key: str, value: str) -> None:
         self.console.set_record_attr(uid, key, value)
-
-    def close(self) -> None:
-        for provider in self._opened:
-            provider.close()
-        self.console.close()
 
 
 def make_vsphere_harness() -> VsphereHarness:

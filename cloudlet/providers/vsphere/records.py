@@ -13,17 +13,16 @@ images) read, since the vSphere API has nothing to enforce it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from cloudlet.model.resources import IMMUTABLE, Observed, Resource, freeze_value
 from cloudlet.providers.vsphere import fields, names
-from cloudlet.providers.vsphere.addresses import ADDRESSED, Addresses
+from cloudlet.providers.vsphere.addresses import ADDRESSED
 from cloudlet.providers.vsphere.faults import is_gone, permanent
-from cloudlet.providers.vsphere.folders import OwnerFolders
+from cloudlet.providers.vsphere.handler import FolderKindHandler
 from cloudlet.providers.vsphere.inventory import find_child, read
 from cloudlet.providers.vsphere.sdk import vim
-from cloudlet.providers.vsphere.session import Session, decode_record, encode_record
+from cloudlet.providers.vsphere.session import decode_record, encode_record
 from cloudlet.providers.vsphere.snapshot import Snapshot
 
 #: Attributes the provider computes, by kind; an update keeps them. Only the
@@ -33,19 +32,7 @@ from cloudlet.providers.vsphere.snapshot import Snapshot
 COMPUTED: dict[str, tuple[str, ...]] = {kind: ("address",) for kind in ADDRESSED}
 
 
-class Records:
-    def __init__(
-        self,
-        session: Session,
-        folders: OwnerFolders,
-        addresses: Addresses,
-        snapshot: Callable[..., Snapshot],
-    ) -> None:
-        self._session = session
-        self._folders = folders
-        self._addresses = addresses
-        self._snapshot = snapshot
-
+class Records(FolderKindHandler):
     def _read(self, ref: Any) -> tuple[dict[str, str], tuple[dict[str, Any], list[str]] | None]:
         tags = self._session.fields.decode(
             read(self._session.content, ref, ["customValue"]).get("customValue")

@@ -15,17 +15,15 @@ resize of a running VM without hot-add).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
 from cloudlet.model.resources import AttrValue, Observed, Resource
 from cloudlet.providers.vsphere import devices, names
-from cloudlet.providers.vsphere.addresses import EXTERNAL, Addresses
+from cloudlet.providers.vsphere.addresses import EXTERNAL
 from cloudlet.providers.vsphere.faults import is_gone, permanent
-from cloudlet.providers.vsphere.folders import OwnerFolders
+from cloudlet.providers.vsphere.handler import FolderKindHandler
 from cloudlet.providers.vsphere.inventory import named_child, read
 from cloudlet.providers.vsphere.sdk import vim
-from cloudlet.providers.vsphere.session import Session
 from cloudlet.providers.vsphere.site import Network
 from cloudlet.providers.vsphere.snapshot import VM_PROPS, Snapshot, decode_vm
 
@@ -37,19 +35,7 @@ def _ids(value: AttrValue) -> tuple[str, ...]:
     return value if isinstance(value, tuple) else ()
 
 
-class Vms:
-    def __init__(
-        self,
-        session: Session,
-        folders: OwnerFolders,
-        addresses: Addresses,
-        snapshot: Callable[..., Snapshot],
-    ) -> None:
-        self._session = session
-        self._folders = folders
-        self._addresses = addresses
-        self._snapshot = snapshot
-
+class Vms(FolderKindHandler):
     def _sizes(self, resource: Resource) -> tuple[int, int]:
         flavor = str(resource.attrs.get("flavor"))
         size = self._session.config.site.flavors.get(flavor)

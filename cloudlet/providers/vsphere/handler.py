@@ -1,0 +1,29 @@
+"""What the handlers of the owner-folder kinds (records, VMs) are built from.
+
+Both put objects in the owner's folder, hand out addresses and read the
+owner's objects back through a snapshot; networks (port groups and their
+IP pools) live elsewhere and need none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cloudlet.providers.vsphere.addresses import Addresses
+from cloudlet.providers.vsphere.folders import OwnerFolders
+from cloudlet.providers.vsphere.session import Session
+from cloudlet.providers.vsphere.snapshot import Snapshot
+
+
+class FolderKindHandler:
+    def __init__(
+        self,
+        session: Session,
+        folders: OwnerFolders,
+        addresses: Addresses,
+        snapshot: Callable[..., Snapshot],
+    ) -> None:
+        self._session = session
+        self._folders = folders
+        self._addresses = addresses
+        self._snapshot = snapshot
