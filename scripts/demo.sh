@@ -6,7 +6,8 @@ export CLOUDLET_STATE_DIR=${DEMO_STATE:-$(mktemp -d)}
 rm -rf "$CLOUDLET_STATE_DIR"
 example=examples/no-router.yaml
 name=$(awk '/^  name:/ {print $2; exit}' "$example")
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+step() { printf '\n%s$ %s%s\n' "$B" "$*" "$N"; }
 
 step cloudlet validate examples/*.yaml
 $cloudlet validate examples/*.yaml

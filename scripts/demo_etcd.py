@@ -24,8 +24,11 @@ from cloudlet.store.etcd import EtcdStore  # noqa: E402
 TTL = 5.0
 
 
+BOLD, PLAIN = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
+
+
 def say(text: str) -> None:
-    print(f"\n\033[1m== {text}\033[0m", flush=True)
+    print(f"\n{BOLD}== {text}{PLAIN}", flush=True)
 
 
 def cli(state: Path, endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:

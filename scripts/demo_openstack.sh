@@ -9,7 +9,8 @@ export CLOUDLET_STATE_DIR=${DEMO_STATE:-$(mktemp -d)}
 rm -rf "$CLOUDLET_STATE_DIR"
 example=examples/openstack.yaml
 name=$(awk '/^  name:/ {print $2; exit}' "$example")
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then B=$'\033[1m' N=$'\033[0m'; else B= N=; fi
+step() { printf '\n%s$ %s%s\n' "$B" "$*" "$N"; }
 
 step "bash tests/integration/openstack/cloud.sh up   # the test cloud"
 clouds=$(PYTHONPATH=tests/integration/openstack $python -c 'import cloudenv; print(cloudenv.ensure_cloud_up())')
