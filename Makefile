@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STATE ?= $(CURDIR)/.demo-state
 
-.PHONY: all venv system-deps vcsim openstack-cloud demo-openstack demo-etcd lint typecheck layers unit test demo bench clean
+.PHONY: all venv system-deps vcsim openstack-cloud demo-openstack demo-etcd lint typecheck layers unit test demo bench soak clean
 
 all: test
 
@@ -65,6 +65,12 @@ demo: $(STAMP)
 demo-openstack: $(STAMP)
 	DEMO_STATE=$(DEMO_STATE)-openstack CLOUDLET=$(BIN)/cloudlet PYTHON_BIN=$(BIN)/python \
 	  bash scripts/demo_openstack.sh
+
+# The hypothesis suites with 20x the examples CI runs (about 15 min): for
+# finding the rare counterexample before CI does. SCALE=N to choose.
+soak: $(STAMP) system-deps vcsim
+	CLOUDLET_HYPOTHESIS_SCALE=$(or $(SCALE),20) $(BIN)/pytest -q -p no:cacheprovider \
+		tests/property tests/integration/test_vsphere_e2e.py -k "not without_credentials"
 
 bench: $(STAMP) vcsim
 	$(BIN)/python bench/run.py

@@ -18,6 +18,7 @@ from pathlib import Path
 import attrs
 import pytest
 from conftest import EXAMPLES, assert_no_traceback, cli, cli_json, ok
+from harness import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import cloudlets, edits
@@ -151,7 +152,7 @@ def on_vsphere(c: Cloudlet) -> Cloudlet:
 
 
 @settings(
-    max_examples=5,
+    max_examples=examples(5),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

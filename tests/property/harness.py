@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -16,6 +17,12 @@ from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.fake import FakeProvider
 from cloudlet.store.records import StateRepo
 from cloudlet.store.sqlite import open_store
+
+
+def examples(n: int) -> int:
+    """``n`` hypothesis examples, times ``CLOUDLET_HYPOTHESIS_SCALE`` (``make soak``):
+    CI runs the base budget; a soak run looks much further for the rare case."""
+    return n * max(1, int(os.environ.get("CLOUDLET_HYPOTHESIS_SCALE", "1")))
 
 
 class SimulatedCrash(BaseException):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import World
+from harness import World, examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import cloudlets, edits
@@ -12,7 +12,7 @@ from cloudlet.model.ports import allocate_ports
 from cloudlet.planner import plan_actions
 
 FAST = settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -32,7 +32,7 @@ def test_any_valid_spec_converges_and_then_plans_nothing(cloudlet):
         world.close()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(cloudlets(), st.randoms(use_true_random=False))
 def test_plan_is_deterministic_whatever_the_input_order(cloudlet, rnd):
     desired = list(expand(cloudlet).resources)
@@ -42,7 +42,7 @@ def test_plan_is_deterministic_whatever_the_input_order(cloudlet, rnd):
     assert plan_actions("x", shuffled, []).to_json() == half.to_json()
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.data())
 def test_port_allocations_are_stable_under_edits(data):
     first = data.draw(cloudlets())

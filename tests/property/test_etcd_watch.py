@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 from etcd_server import EtcdServer
+from harness import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -72,7 +73,7 @@ class Collector:
         self._thread.join(5)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
 def test_watchers_see_every_revision_in_order_across_failures(
     server: EtcdServer, steps: list[tuple]

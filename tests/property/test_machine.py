@@ -9,7 +9,7 @@ no port moved, and the cloud never refused an action for ordering reasons.
 
 from __future__ import annotations
 
-from harness import World
+from harness import World, examples
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -112,7 +112,7 @@ class CloudletMachine(RuleBasedStateMachine):
 
 
 CloudletMachine.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=examples(60),
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
