@@ -220,6 +220,11 @@ class EtcdConnection:
         with contextlib.suppress(Exception):
             client.close()
 
+    @property
+    def current(self) -> int:
+        """The endpoint new clients go to."""
+        return self._current
+
     def skip(self, index: int) -> None:
         """Endpoint ``index`` failed: the next new client tries the next one."""
         with self._guard:

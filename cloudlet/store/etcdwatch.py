@@ -40,7 +40,13 @@ def watch_changes(
     pause = RETRY_PAUSE_S[0]
     connection = store.connection
     while not stop.is_set():
-        index, client = connection.own_client()
+        try:
+            index, client = connection.own_client()
+        except RuntimeError:
+            return  # the store was closed: no more changes to see
+        except Exception:  # logging in to an unreachable etcd, say
+            pause = _back_off(connection, connection.current, stop, pause)
+            continue
         try:
             for change in _stream(client, full, end, following, stop, kv):
                 yield change

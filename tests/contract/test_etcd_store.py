@@ -27,7 +27,7 @@ from store_contract import PATIENT, StoreCaps, StoreContract, concurrent_increme
 
 from cloudlet.errors import CloudletError, LockTimeout
 from cloudlet.store import etcd as etcd_module
-from cloudlet.store.base import Store
+from cloudlet.store.base import Change, Store
 from cloudlet.store.etcd import EtcdStore, normalize_prefix
 from cloudlet.store.etcdconn import EtcdConnection, parse_endpoints
 from cloudlet.store.records import StateRepo
@@ -351,6 +351,43 @@ def test_user_and_password_and_an_expired_token() -> None:
         message = str(err.value)
         assert "user root" in message and "pw-wrong" not in message, message
     finally:
+        private.cleanup()
+
+
+def test_a_watch_with_auth_outlives_an_outage() -> None:
+    """With a user, each new watch stream's client logs in first; while etcd
+    is down that login fails, and the watch must keep trying, not die."""
+    private = EtcdServer().start()
+    stop = threading.Event()
+    seen: list[Change] = []
+    died: list[BaseException] = []
+    try:
+        _enable_auth(private.endpoint, "pw")
+        with EtcdStore(private.endpoint, user="root", password="pw", timeout=3) as store:
+
+            def follow() -> None:
+                try:
+                    seen.extend(store.watch("/w/", store.revision() + 1, stop))
+                except BaseException as err:
+                    died.append(err)
+
+            watcher = threading.Thread(target=follow, daemon=True)
+            watcher.start()
+            store.put("/w/a", b"1")
+            private.stop()
+            time.sleep(2.0)  # several failed logins by now
+            assert watcher.is_alive() and not died, died
+            private.start()
+            revision = store.put("/w/a", b"2")
+            deadline = time.monotonic() + 20
+            while not any(c.mod_revision == revision for c in seen):
+                assert time.monotonic() < deadline, seen
+                time.sleep(0.05)
+            assert [c.value for c in seen] == [b"1", b"2"]
+            stop.set()
+            watcher.join(5)
+    finally:
+        stop.set()
         private.cleanup()
 
 
