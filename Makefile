@@ -66,7 +66,7 @@ demo-openstack: $(STAMP)
 	DEMO_STATE=$(DEMO_STATE)-openstack CLOUDLET=$(BIN)/cloudlet PYTHON_BIN=$(BIN)/python \
 	  bash scripts/demo_openstack.sh
 
-# The hypothesis suites with 20x the examples CI runs (about 15 min): for
+# The hypothesis suites with 20x the examples CI runs (about 11 min): for
 # finding the rare counterexample before CI does. SCALE=N to choose.
 soak: $(STAMP) system-deps vcsim
 	CLOUDLET_HYPOTHESIS_SCALE=$(or $(SCALE),20) $(BIN)/pytest -q -p no:cacheprovider \
