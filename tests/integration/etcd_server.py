@@ -17,7 +17,6 @@ factory: the child finds the shared server through ``CLOUDLET_TEST_ETCD``.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import hashlib
 import os
 import random
@@ -81,12 +80,18 @@ def free_port() -> int:
     raise RuntimeError("no free port in 21000-25000")
 
 
-_LIBC = ctypes.CDLL(None)  # loaded here: the forked child must not dlopen
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` under util-linux's ``setpriv --pdeathsig KILL``: a crashed test
+    run leaves no etcd behind.
 
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: a crashed test run leaves no etcd behind."""
-    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    Not a ``preexec_fn`` doing the same prctl: that makes Popen fork() and
+    run Python in the child, where gRPC's fork handlers (the tests' clients
+    have threads in flight) were seen to kill the child before its exec
+    ("epoll_wait error: Bad file descriptor" as the only line of a restarted
+    etcd's log); without it Popen spawns with vfork, running no handlers.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
 
 
 def spawn_etcd(
@@ -121,12 +126,11 @@ def spawn_etcd(
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            argv,
+            _dying_with_parent(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            preexec_fn=_die_with_parent,
         )
 
 
