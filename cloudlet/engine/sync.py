@@ -8,6 +8,7 @@ two runs of one cloudlet from interleaving.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -120,7 +121,24 @@ class Engine:
     def plan(self, cloudlet: Cloudlet) -> Plan:
         """What sync would do now; stores nothing."""
         resources = self.expansion(cloudlet).resources
-        return plan_actions(cloudlet.name, resources, self.observe(cloudlet.name))
+        return self._plan(cloudlet.name, resources, self.observe(cloudlet.name))
+
+    def _plan(self, name: str, desired: Sequence[Resource], actual: Sequence[Observed]) -> Plan:
+        """The planner's plan, with the updates this cloud cannot make in place
+        (its provider says why) planned again as replacements."""
+        plan = plan_actions(name, desired, actual)
+        forced = {}
+        for action in plan.actions:
+            want, have = action.change.desired, action.change.current
+            if action.op == "update" and want is not None and have is not None:
+                reason = call_with_retry(
+                    functools.partial(self.provider.replacement_reason, want, have),
+                    self.options.retry,
+                    sleep=self.sleep,
+                )
+                if reason is not None:
+                    forced[action.id] = reason
+        return plan_actions(name, desired, actual, forced) if forced else plan
 
     def sync(self, cloudlet: Cloudlet, *, resync: bool = False) -> SyncReport:
         """Apply the spec. On a ``resync`` (nothing new in the spec, only a
@@ -180,7 +198,7 @@ class Engine:
         """Observe, plan, apply; again until a fresh plan is empty."""
         for round_no in range(1, self.options.max_rounds + 2):
             report.actual = self.observe(name)
-            plan = leave_alone(plan_actions(name, desired, report.actual), frozen)
+            plan = leave_alone(self._plan(name, desired, report.actual), frozen)
             if plan.empty:
                 report.converged = True
                 report.message = "converged" if round_no > 1 else "no changes"

@@ -49,15 +49,17 @@ def attr_changes(desired: Resource, current: Observed) -> list[tuple[str, AttrVa
     ]
 
 
-def _compare(desired: Resource, current: Observed) -> Change | None:
+def _compare(desired: Resource, current: Observed, cloud_rule: str | None) -> Change | None:
     changes = attr_changes(desired, current)
     if not changes:
         return None
     reason = "; ".join(f"{k}: {_show(old)} → {_show(new)}" for k, old, new in changes)
     immutable = IMMUTABLE.get(desired.kind, frozenset())
-    forced = [k for k, _, _ in changes if k in immutable]
-    if forced:
+    if any(k in immutable for k, _, _ in changes):
         return Change("replace", desired.id, f"{reason} (forces replacement)", desired, current)
+    if cloud_rule is not None:
+        why = f"{reason} (forces replacement: {cloud_rule})"
+        return Change("replace", desired.id, why, desired, current)
     return Change("update", desired.id, reason, desired, current)
 
 
@@ -78,8 +80,17 @@ def _duplicates(rid: str, objs: Sequence[Observed]) -> list[Change]:
     ]
 
 
-def diff(desired: Sequence[Resource], actual: Iterable[Observed]) -> list[Change]:
-    """Changes in id order (creates, updates, replaces, deletes), cascaded."""
+def diff(
+    desired: Sequence[Resource],
+    actual: Iterable[Observed],
+    forced: Mapping[str, str] | None = None,
+) -> list[Change]:
+    """Changes in id order (creates, updates, replaces, deletes), cascaded.
+
+    ``forced``: ids whose in-place update the cloud cannot do, with its
+    reason (a provider's own rule, such as a resize that would shrink a
+    disk): those changes are replacements.
+    """
     want: Mapping[str, Resource] = {r.id: r for r in desired}
     have = group_observed(actual)
     changes: list[Change] = []
@@ -91,7 +102,7 @@ def diff(desired: Sequence[Resource], actual: Iterable[Observed]) -> list[Change
         if not objs:
             changes.append(Change("create", rid, "does not exist", want[rid]))
             continue
-        change = _compare(want[rid], objs[0])
+        change = _compare(want[rid], objs[0], (forced or {}).get(rid))
         if change is not None:
             changes.append(change)
         changes += _duplicates(rid, objs)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -80,8 +80,17 @@ def leave_alone(plan: Plan, ids: Collection[str]) -> Plan:
     return Plan(plan.cloudlet, _actions(graph), graph)
 
 
-def plan_actions(name: str, desired: Sequence[Resource], actual: Iterable[Observed]) -> Plan:
-    """Same inputs, same plan: the order depends only on ids and dependencies."""
-    changes = diff(desired, sorted(actual, key=lambda o: (o.id or "", o.uid)))
+def plan_actions(
+    name: str,
+    desired: Sequence[Resource],
+    actual: Iterable[Observed],
+    forced: Mapping[str, str] | None = None,
+) -> Plan:
+    """Same inputs, same plan: the order depends only on ids and dependencies.
+
+    ``forced``: updates the cloud cannot make in place, by id, with why
+    (see ``diff``); they become replacements.
+    """
+    changes = diff(desired, sorted(actual, key=lambda o: (o.id or "", o.uid)), forced)
     graph = build_graph(changes)
     return Plan(name, _actions(graph), graph)

@@ -27,6 +27,16 @@ class Provider(Protocol):
         """Change the mutable attributes of ``current`` to match ``resource``."""
         ...
 
+    def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
+        """Why this cloud cannot make ``current`` match ``resource`` in place,
+        though the model calls every changed attribute mutable; None if it can.
+
+        Like a Terraform provider's "requires replace": a cloud's own rule
+        (Nova resizes only to a root disk at least as large) that the plan
+        must show as a replacement, not discover as a failing update.
+        """
+        ...
+
     def delete(self, owner: str, current: Observed) -> None:
         """Delete ``current``; an object that is already gone is success."""
         ...

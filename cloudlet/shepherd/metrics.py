@@ -125,5 +125,8 @@ class InstrumentedProvider:
     def delete(self, owner: str, current: Observed) -> None:
         self._timed("delete", self.inner.delete, owner, current)
 
+    def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
+        return self.inner.replacement_reason(resource, current)
+
     def close(self) -> None:
         self.inner.close()

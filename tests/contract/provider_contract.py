@@ -299,6 +299,8 @@ class ProviderContract:
         seen = ctx.find(target.id)
         assert_matches(seen, target)
         assert seen is not None and seen.uid == created.uid
+        # a change the provider makes in place needs no replacement (growing a VM)
+        assert ctx.provider.replacement_reason(changed, seen) is None
         updated = ctx.provider.update(ctx.owner, changed, seen)
         assert updated.uid == created.uid
         assert_matches(updated, changed)

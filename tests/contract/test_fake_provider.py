@@ -137,6 +137,31 @@ def test_update_rules(provider: FakeProvider) -> None:
         provider.delete(OWNER, provider.observe(OWNER)[-1])  # the group the port now uses
 
 
+def test_a_vm_cannot_shrink_its_root_disk_in_place(provider: FakeProvider) -> None:
+    """Nova's rule, kept by the fake: the provider says so before planning,
+    and an update that tries anyway is refused and recorded."""
+    provider.create(OWNER, NET)
+    provider.create(OWNER, Resource("subnet/n", {"network": "network/n", "cidr": "10.0.0.0/24"}))
+    provider.create(OWNER, port("a"))
+    big = Resource("vm/a", {"image": "i", "flavor": "m1.large", "ports": ("port/a",)}, ["port/a"])
+    made = provider.create(OWNER, big)
+    bigger = Resource(big.id, {**big.attrs, "flavor": "m1.xlarge"}, big.deps)
+    smaller = Resource(big.id, {**big.attrs, "flavor": "m1.small"}, big.deps)
+    unknown = Resource(big.id, {**big.attrs, "flavor": "custom"}, big.deps)
+    assert provider.replacement_reason(bigger, made) is None
+    assert provider.replacement_reason(unknown, made) is None
+    assert provider.replacement_reason(smaller, made) == (
+        "a resize cannot shrink the root disk from 80 to 20 GB"
+    )
+    with pytest.raises(ProviderError) as err:
+        provider.update(OWNER, smaller, made)
+    assert not err.value.transient
+    assert provider.cloud.violations(OWNER) == [
+        "berlin-1: update: vm/a: a resize cannot shrink the root disk from 80 to 20 GB"
+    ]
+    assert provider.update(OWNER, bigger, made).attrs["flavor"] == "m1.xlarge"
+
+
 def test_failure_rate_one_always_fails_and_late_failures_did_the_work(tmp_path: Path) -> None:
     flaky = FakeProvider(tmp_path, failure_rate=1.0, seed=3)
     late: list[bool] = []

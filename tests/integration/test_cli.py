@@ -28,6 +28,8 @@ from conftest import (
     tagged_ids,
 )
 
+from cloudlet.providers.fake import FakeCloud
+
 LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): \S")
 MAPPING_KEYS = {"loadBalancer", "target", "protocol", "port", "publicPort", "publicIp"}
 
@@ -290,3 +292,40 @@ def test_spec_edits_replace_and_parallelism(tmp_path: Path, state_dir: Path) -> 
     assert subnet["attrs"]["cidr"] == "10.21.0.0/24"
     port = next(r for r in after if r["id"] == "port/game")
     assert port["attrs"]["address"].startswith("10.21.0.")
+
+
+def test_a_flavor_change_that_shrinks_the_disk_is_planned_as_a_replacement(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """Growing a VM is a resize in place; shrinking its root disk cannot be
+    (the fake has Nova's rule), so the plan says replace, and why, up front."""
+    small = ROUTER
+    large = edited_copy(ROUTER, tmp_path / "large.yaml", "flavor: m1.small", "flavor: m1.large")
+    ok(cli("sync", small, "--yes", state_dir=state_dir))
+    first = {r["id"]: r["uid"] for r in fake_ls(state_dir, "munich-2")}
+
+    grow = {a["id"]: a for a in plan_json(large, state_dir, code=2)["actions"]}
+    assert grow["vm/cache"]["op"] == "update", grow
+    ok(cli("sync", large, "--yes", state_dir=state_dir))
+    grown = {r["id"]: r["uid"] for r in fake_ls(state_dir, "munich-2")}
+    assert grown == first  # resized in place
+
+    shrink = {a["id"]: a for a in plan_json(small, state_dir, code=2)["actions"]}
+    assert shrink["vm/cache"]["op"] == "replace", shrink
+    assert shrink["vm/cache"]["reason"] == (
+        "flavor: m1.large → m1.small "
+        "(forces replacement: a resize cannot shrink the root disk from 80 to 20 GB)"
+    )
+    assert "port/cache" not in shrink  # the server goes; its port stays
+    ok(cli("sync", small, "--yes", state_dir=state_dir))
+    ok(cli("plan", small, state_dir=state_dir), 0)
+    after = fake_ls(state_dir, "munich-2")
+    assert not duplicates(tagged_ids(after))
+    uids = {r["id"]: r["uid"] for r in after}
+    assert uids["vm/cache"] != grown["vm/cache"]
+    assert uids["port/cache"] == grown["port/cache"]
+    cloud = FakeCloud.for_state_dir(state_dir)
+    try:
+        assert cloud.violations() == []  # never asked to shrink in place
+    finally:
+        cloud.close()

@@ -79,6 +79,9 @@ class CrashingProvider:
         if fatal:
             raise SimulatedCrash()
 
+    def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
+        return self.inner.replacement_reason(resource, current)
+
     def close(self) -> None:
         return None
 

@@ -72,6 +72,20 @@ def test_image_change_replaces_vm_only_and_dependents():
     assert got == {"vm/game": "replace", "lb-listener/root.game.tcp.443": "replace"}
 
 
+def test_an_update_the_cloud_cannot_make_in_place_is_a_replacement_with_its_reason():
+    desired = expand(cloudlet()).resources
+    actual = as_observed(desired, {"vm/game": {"flavor": "m1.large"}})
+    assert ops(plan_actions("c", desired, actual)) == {"vm/game": "update"}
+    forced = {"vm/game": "a resize cannot shrink the root disk"}
+    plan = plan_actions("c", desired, actual, forced)
+    assert ops(plan) == {"vm/game": "replace", "lb-listener/root.game.tcp.443": "replace"}
+    assert next(a.reason for a in plan.actions if a.id == "vm/game") == (
+        "flavor: m1.large → m1.medium (forces replacement: a resize cannot shrink the root disk)"
+    )
+    # a rule for an id with nothing to change plans nothing
+    assert plan_actions("c", desired, as_observed(desired), forced).empty
+
+
 def test_orphans_are_deleted_dependents_first():
     desired = expand(cloudlet()).resources
     plan = plan_actions("c", [], as_observed(desired))

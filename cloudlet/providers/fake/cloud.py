@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from cloudlet.errors import NotFound, ProviderError
 from cloudlet.model.resources import IMMUTABLE, KINDS, AttrValue, Observed, freeze_value
 from cloudlet.providers.fake.db import Database
+from cloudlet.providers.fake.flavors import disk_shrink
 
 T = TypeVar("T")
 
@@ -361,6 +362,10 @@ class FakeCloud:
             message = f"{name}: cannot change immutable {', '.join(changed)} in place"
             self._refuse(conn, owner, "update", message)
             raise ProviderError(message, transient=False)
+        shrink = disk_shrink(kind, old, attrs)
+        if shrink is not None:
+            self._refuse(conn, owner, "update", f"{name}: {shrink}")
+            raise ProviderError(f"{name}: {shrink}", transient=False)
         self._require(conn, owner, "update", name, set(deps))
         values = dict(attrs)
         values.update({k: old[k] for k in COMPUTED.get(kind, ()) if k in old})

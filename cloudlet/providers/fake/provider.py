@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.fake.cloud import FakeCloud
+from cloudlet.providers.fake.flavors import disk_shrink
 
 
 class FakeProvider:
@@ -47,6 +48,9 @@ class FakeProvider:
 
     def delete(self, owner: str, current: Observed) -> None:
         self.cloud.delete(owner, current.uid)
+
+    def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
+        return disk_shrink(resource.kind, current.attrs, resource.attrs)
 
     def close(self) -> None:
         self.cloud.close()

@@ -133,6 +133,15 @@ class OpenstackProvider:
 
         self._call(f"delete {current.id or current.uid}", work)
 
+    def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
+        old, new = current.attrs.get("flavor"), resource.attrs.get("flavor")
+        if resource.kind != "vm" or old == new or old is None or new is None:
+            return None
+        self._connection()
+        return self._call(
+            f"flavors of {resource.id}", lambda: self._catalog.disk_shrink(str(old), str(new))
+        )
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -108,5 +108,8 @@ class VsphereProvider:
             return
         raise conflict(f"{current.id}: conflict: still in use by {', '.join(users[:3])}")
 
+    def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
+        return None  # a flavor here is CPUs and memory: a reconfigure changes either way
+
     def close(self) -> None:
         self.session.close()
