@@ -270,7 +270,7 @@ class Daemon:
         )
         last = (self.repo.get_status(name) or {}).get("lastSync") or {}
         applied = last.get("revision") == record.revision and last.get("outcome") == "converged"
-        report = engine.sync(cloudlet, resync=applied)
+        report = engine.sync(cloudlet, resync=applied, revision=record.revision)
         self.metrics.record_steps(report.steps)
         status = self.repo.get_status(name) or {}
         self.metrics.record_status(name, status, report.converged)

@@ -140,14 +140,30 @@ class Engine:
                     forced[action.id] = reason
         return plan_actions(name, desired, actual, forced) if forced else plan
 
-    def sync(self, cloudlet: Cloudlet, *, resync: bool = False) -> SyncReport:
+    def sync(
+        self, cloudlet: Cloudlet, *, resync: bool = False, revision: int | None = None
+    ) -> SyncReport:
         """Apply the spec. On a ``resync`` (nothing new in the spec, only a
         look for drift) resources under drift policy ``report`` are left
-        alone, and so is whatever would have to wait for them."""
+        alone, and so is whatever would have to wait for them.
+
+        Without ``revision`` (``cloudlet sync FILE``) the spec is stored as the
+        desired state first. With it (the daemon, which read the spec at that
+        revision) nothing is stored, and nothing is done if the stored spec
+        has moved on meanwhile: a reconcile must never put back a spec that
+        an operator has since replaced.
+        """
         name = cloudlet.name
         with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
+            if revision is None:
+                revision = self.repo.put_desired(name, unstructure(cloudlet), at=self.wallclock())
+            else:
+                current = self.repo.get_desired(name)
+                if current is None or current.revision != revision:
+                    now = "deleted" if current is None else f"now {current.revision}"
+                    message = f"desired revision {revision} was superseded ({now}); not applied"
+                    return SyncReport(name, message=message, revision=revision)
             expansion = self.expansion(cloudlet)
-            revision = self.repo.put_desired(name, unstructure(cloudlet), at=self.wallclock())
             self.repo.put_ports(name, expansion.port_mappings)
             frozen = frozenset(r.id for r in expansion.resources if resync and r.policy == "report")
             return self._converge(name, expansion, expansion.resources, revision, frozen)

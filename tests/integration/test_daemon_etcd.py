@@ -41,7 +41,12 @@ class Daemon:
     pipe nobody reads could fill up during a long outage and block it)."""
 
     def __init__(
-        self, state_dir: Path, endpoints: str, *args: str, prefix: str | None = None
+        self,
+        state_dir: Path,
+        endpoints: str,
+        *args: str,
+        prefix: str | None = None,
+        verbose: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.etcd = endpoints
@@ -50,7 +55,14 @@ class Daemon:
         self.log = state_dir.parent / f"reconcile-{tag}-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(
-                cli_argv(state_dir, "--etcd", endpoints, "reconcile", *args),
+                cli_argv(
+                    state_dir,
+                    *(["--verbose"] if verbose else []),
+                    "--etcd",
+                    endpoints,
+                    "reconcile",
+                    *args,
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -162,7 +174,8 @@ def test_daemon_keeps_working_when_an_etcd_member_dies(
 def test_etcd_restart_is_survived_with_no_lost_action(state_dir: Path, tmp_path: Path) -> None:
     server = EtcdServer().start()
     try:
-        daemon = Daemon(state_dir, server.endpoint, "--resync", "2")
+        # --verbose: its log (shown if the test fails) says what it was doing
+        daemon = Daemon(state_dir, server.endpoint, "--resync", "2", verbose=True)
         try:
             _restart_scenario(server, daemon, state_dir, tmp_path)
         finally:

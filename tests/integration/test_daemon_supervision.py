@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import pytest
 from conftest import ROUTER
 
@@ -100,3 +101,38 @@ def test_a_dead_loop_stops_the_daemon_with_its_reason(
     assert not thread.is_alive(), "the daemon kept running without its watch loop"
     assert daemon.failure == "watch: RuntimeError: the watch fell over"
     assert any("internal error in the watch loop" in r.getMessage() for r in caplog.records)
+
+
+def test_a_reconcile_never_puts_back_a_spec_replaced_meanwhile(tmp_path: Path) -> None:
+    """An operator's apply lands between the daemon's read of the spec and
+    its sync (seen in CI after an etcd restart: the daemon wrote the old spec
+    back as a new revision, and the apply was lost)."""
+    old = load_file(str(ROUTER))[0]
+    new = attrs.evolve(
+        old,
+        spec=attrs.evolve(old.spec, vms=[attrs.evolve(v, flavor="m1.large") for v in old.spec.vms]),
+    )
+    applied: list[int] = []
+
+    def provider_for(cloudlet: Cloudlet) -> Provider:
+        if not applied:  # the operator's apply, just after the daemon read the spec
+            applied.append(
+                daemon.repo.put_desired(new.metadata.name, unstructure(new), at=time.time())
+            )
+        return FakeProvider(tmp_path)
+
+    daemon = _daemon(tmp_path, provider_for)
+    name = old.metadata.name
+    first = daemon.reconcile(name)
+    assert first is not None and not first.converged
+    assert "superseded" in first.message
+    record = daemon.repo.get_desired(name)
+    assert record is not None and record.revision == applied[0]
+    assert record.document == unstructure(new)  # the apply stands
+    assert FakeProvider(tmp_path).observe(name) == []  # nothing done for the old spec
+    second = daemon.reconcile(name)
+    assert second is not None and second.converged
+    flavors = {o.attrs.get("flavor") for o in FakeProvider(tmp_path).observe(name)}
+    assert "m1.large" in flavors
+    history = [h.document for h in daemon.repo.history(name)]
+    assert history == [unstructure(old), unstructure(new)]
