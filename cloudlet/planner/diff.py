@@ -131,10 +131,21 @@ def cascade_replacements(
                 dependents[dep].add(rid)
     by_id = {c.id: c for c in changes if not c.duplicate}
     queue = sorted(c.id for c in changes if c.op == "replace")
+    passed: set[str] = set()
     while queue:
         cause = queue.pop()
         for rid in sorted(dependents.get(cause, ())):
             old = by_id.get(rid)
+            if old is not None and old.op == "create":
+                # Missing (deleted behind our back) and built after ``cause``:
+                # what uses it is rebuilt too, as it would have been had it
+                # survived to be replaced; an update of it would have to wait
+                # for the new object while the old objects' deletes wait for
+                # the update (a cycle, found by the property tests).
+                if rid not in passed:
+                    passed.add(rid)
+                    queue.append(rid)
+                continue
             if (old is not None and old.op != "update") or not have.get(rid):
                 continue
             by_id[rid] = Change("replace", rid, f"rebuilt with {cause}", want[rid], have[rid][0])

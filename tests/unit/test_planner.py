@@ -6,6 +6,7 @@ from helpers import as_observed, cloudlet
 
 from cloudlet.errors import PlanError
 from cloudlet.model.expand import expand
+from cloudlet.model.load import load_text
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.planner import plan_actions
 
@@ -177,3 +178,36 @@ def test_leave_alone_drops_report_policy_changes_and_what_waits_for_them():
     # the VM and listener wait for the left-alone port; the worker does not
     assert ops(plan) == {"vm/apps.worker.0": "create"}
     assert leave_alone(plan, ()) is plan
+
+
+LB_ON_NET = """\
+apiVersion: cloudlet/v1
+kind: Cloudlet
+metadata: {name: prop}
+spec:
+  platform: {type: fake}
+  dataPath: no-router
+  networks: [{name: net-0, cidr: CIDR}]
+  loadBalancers: [{name: lb-0, type: shared, network: net-0, redundancy: REDUNDANCY}]
+"""
+
+
+def _lb_cloudlet(cidr: str, redundancy: str) -> list[Resource]:
+    text = LB_ON_NET.replace("CIDR", cidr).replace("REDUNDANCY", redundancy)
+    return list(expand(load_text(text, "f.yaml")[0]).resources)
+
+
+def test_a_missing_member_rebuilt_on_a_replaced_subnet_takes_its_lb_along_not_a_cycle():
+    """Found by the state machine: the LB's first VM deleted out of band, then
+    its subnet's CIDR changed and its redundancy dropped. The LB's update had
+    to follow the new VM (on the new subnet) yet precede the old second VM's
+    delete (before the subnet's): a cycle. The LB is rebuilt instead, as it
+    would be had the VM been there to be replaced."""
+    before = [r for r in _lb_cloudlet("10.1.0.0/24", "vip") if r.id != "vm/lb-0.0"]
+    plan = plan_actions("prop", _lb_cloudlet("10.0.0.0/24", "none"), as_observed(before))
+    got = ops(plan)
+    assert got["lb/lb-0"] == "replace"
+    assert got["vm/lb-0.0"] == "create" and got["vm/lb-0.1"] == "delete"
+    seen = order(plan)
+    assert seen.index("delete:lb/lb-0") < seen.index("delete:vm/lb-0.1")
+    assert seen.index("create:vm/lb-0.0") < seen.index("create:lb/lb-0")
