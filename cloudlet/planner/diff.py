@@ -56,11 +56,12 @@ def _compare(desired: Resource, current: Observed, cloud_rule: str | None) -> Ch
     reason = "; ".join(f"{k}: {_show(old)} → {_show(new)}" for k, old, new in changes)
     immutable = IMMUTABLE.get(desired.kind, frozenset())
     if any(k in immutable for k, _, _ in changes):
-        return Change("replace", desired.id, f"{reason} (forces replacement)", desired, current)
-    if cloud_rule is not None:
-        why = f"{reason} (forces replacement: {cloud_rule})"
-        return Change("replace", desired.id, why, desired, current)
-    return Change("update", desired.id, reason, desired, current)
+        forced = "forces replacement"
+    elif cloud_rule is not None:
+        forced = f"forces replacement: {cloud_rule}"
+    else:
+        return Change("update", desired.id, reason, desired, current)
+    return Change("replace", desired.id, f"{reason} ({forced})", desired, current)
 
 
 def group_observed(actual: Iterable[Observed]) -> dict[str, list[Observed]]:

@@ -58,19 +58,18 @@ _RETRY_ERRORS = (
     etcd_errors.InternalServerError,
     etcd_errors.NoServerAvailableError,
 )
+# A client closed by another thread (after its own connection error) while
+# this one was about to call through it (grpc: "Cannot invoke RPC: Channel
+# closed!"), or locked out by pyetcd: raised before anything is sent.
+_CLOSED_CLIENT = ("failed node", "closed channel", "channel closed")
 # Failures that prove a request was not applied, so even a write may be retried.
 _UNSENT = (
+    *_CLOSED_CLIENT,
     "failed to connect",
     "connection refused",
     "invalid auth token",
-    "failed node",
-    "closed channel",
-    "channel closed",  # grpc: "Cannot invoke RPC: Channel closed!", raised before sending
     "no endpoint available",
 )
-# A client closed by another thread (after its own connection error) while
-# this one was about to call through it: raised before anything is sent.
-_CLOSED_CLIENT = ("failed node", "closed channel", "channel closed")
 
 
 def parse_endpoints(text: str) -> list[tuple[str, int]]:
@@ -228,8 +227,12 @@ class EtcdConnection:
     def skip(self, index: int) -> None:
         """Endpoint ``index`` failed: the next new client tries the next one."""
         with self._guard:
-            if index == self._current:
-                self._current = (index + 1) % len(self.endpoints)
+            self._advance_from(index)
+
+    def _advance_from(self, index: int) -> None:
+        """(Under the guard.) Only once per failure of the current endpoint."""
+        if index == self._current:
+            self._current = (index + 1) % len(self.endpoints)
 
     def _connect(self, host: str, port: int) -> Client:
         secure = self._creds is not None
@@ -256,8 +259,7 @@ class EtcdConnection:
                 if self._clients.get(index) is not client:
                     return
                 del self._clients[index]
-            if index == self._current:
-                self._current = (index + 1) % len(self.endpoints)
+            self._advance_from(index)
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
