@@ -14,6 +14,12 @@ class CloudletError(Exception):
     """Base of every error the command line reports as a plain message."""
 
 
+class TerminalError(CloudletError):
+    """No retry can fix this (controller-runtime's ``TerminalError``): an
+    invalid stored spec, a plan that cannot be ordered. It is recorded once
+    and the daemon waits for a new desired revision instead of backing off."""
+
+
 @attrs.frozen
 class Location:
     """Where in an input file a problem sits (1-based line and column)."""
@@ -26,7 +32,7 @@ class Location:
         return f"{self.file}:{self.line}:{self.col}"
 
 
-class SpecError(CloudletError):
+class SpecError(TerminalError):
     """The desired-state input is invalid; carries every problem found."""
 
     def __init__(self, problems: list[tuple[Location | None, str]]) -> None:
@@ -40,7 +46,7 @@ class SpecError(CloudletError):
         return "\n".join(f"{loc}: {msg}" if loc else msg for loc, msg in self.problems)
 
 
-class PlanError(CloudletError):
+class PlanError(TerminalError):
     """The actions cannot be ordered (for example, a dependency cycle)."""
 
 

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
+import attrs
 from rich.console import Console
 
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
-from cloudlet.cmd.context import Context
+from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.cmd.graphout import write_graph
 from cloudlet.cmd.progress import PlainProgress, RichProgress
 from cloudlet.cmd.render import print_plan, print_status, print_sync
-from cloudlet.engine.sync import SyncListener, SyncOptions
+from cloudlet.engine.desired import store_desired
+from cloudlet.engine.sync import QuietListener, SyncListener, SyncOptions, stored_status
 from cloudlet.errors import CloudletError
-from cloudlet.model.codec import unstructure
 from cloudlet.model.load import load_file
+from cloudlet.shepherd.codec import status_to_json
 from cloudlet.shepherd.status import build_status
 
 Handler = Callable[[argparse.Namespace], int]
@@ -33,17 +33,8 @@ def out() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
-def err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-@contextmanager
-def context(args: argparse.Namespace) -> Iterator[Context]:
-    ctx = Context.from_args(args.state_dir, args.etcd)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
+def context(args: argparse.Namespace) -> Context:
+    return Context.from_args(args.state_dir, args.etcd)
 
 
 def emit_json(data: Any) -> None:
@@ -79,22 +70,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if all(p.empty for p in plans) else 2
 
 
-def lock_timeout() -> float:
-    """How long a sync waits for another run of the same cloudlet (seconds)."""
-    raw = os.environ.get("CLOUDLET_LOCK_TIMEOUT", "60")
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        raise CloudletError(
-            f"CLOUDLET_LOCK_TIMEOUT must be a number of seconds, not {raw!r}"
-        ) from None
-
-
-def _listener(args: argparse.Namespace) -> SyncListener:
+def _listener(args: argparse.Namespace, *, show_plan: bool = True) -> SyncListener:
     if args.json:
-        return SyncListener()
+        return QuietListener()
     console = out()
-    return RichProgress(console) if console.is_terminal else PlainProgress(console)
+    progress = RichProgress if console.is_terminal else PlainProgress
+    return progress(console, show_plan=show_plan)
 
 
 def _confirm(question: str) -> bool:
@@ -111,6 +92,7 @@ def _install_sigterm(stop: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
+    """Store the file's desired state, then reconcile it."""
     cloudlets = load_file(args.file)
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
@@ -118,18 +100,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
     reports = []
     with context(args) as ctx:
         for cloudlet in cloudlets:
-            listener = _listener(args)
-            engine = ctx.engine(cloudlet, options, listener)
-            if sys.stdin.isatty() and not args.yes and not args.json:
+            engine = ctx.engine(cloudlet, options)
+            asked = sys.stdin.isatty() and not args.yes and not args.json
+            if asked:
                 plan = engine.plan(cloudlet)
                 print_plan(out(), plan)
                 if not plan.empty and not _confirm("Apply these changes?"):
                     out().print("cancelled; nothing changed")
                     return 1
-                listener.show_plan = False  # type: ignore[attr-defined]
+            engine.listener = listener = _listener(args, show_plan=not asked)
             _install_sigterm(engine.stop)
-            report = engine.sync(cloudlet)
-            getattr(listener, "close", lambda: None)()
+            report = engine.sync(cloudlet)  # store, then reconcile
+            listener.close()
             reports.append(report)
             if not args.json:
                 print_sync(out(), report)
@@ -144,13 +126,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(cloudlet)
         expansion = engine.expansion(cloudlet)
-        actual = engine.provider.observe(cloudlet.name)
-        stored = ctx.repo.get_status(cloudlet.name) or {}
-        status = build_status(expansion, actual, at=time.time(), last_sync=stored.get("lastSync"))
+        actual = engine.observe(cloudlet.name)
+        status = build_status(
+            expansion,
+            actual,
+            at=time.time(),
+            last_sync=ctx.repo.get_sync(cloudlet.name),
+            previous=stored_status(ctx.repo, cloudlet.name),
+        )
         record = ctx.repo.get_desired(cloudlet.name)
-        status["desiredRevision"] = record.revision if record else None
+        status = attrs.evolve(status, desired_revision=record.revision if record else None)
     if args.json:
-        emit_json(status)
+        emit_json(status_to_json(status))
     else:
         print_status(out(), status)
     return 0
@@ -159,11 +146,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_destroy(args: argparse.Namespace) -> int:
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
-        engine = ctx.engine(
-            cloudlet,
-            SyncOptions(lock_timeout=lock_timeout()),
-            _listener(argparse.Namespace(json=False)),
-        )
+        engine = ctx.engine(cloudlet, listener=_listener(argparse.Namespace(json=False)))
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CloudletError(
@@ -172,10 +155,8 @@ def cmd_destroy(args: argparse.Namespace) -> int:
             if not _confirm(f"Delete everything cloudlet {args.name} owns?"):
                 return 1
         _install_sigterm(engine.stop)
-        report = engine.destroy(cloudlet.name)
+        report = engine.destroy(cloudlet.name)  # forgets the desired state once all is gone
         print_sync(out(), report)
-        if report.converged:
-            ctx.repo.delete_desired(cloudlet.name)
     return 0 if report.converged else 1
 
 
@@ -191,10 +172,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         for c in cloudlets:
-            with ctx.repo.store.lock(f"sync-{c.name}", lock_timeout()):
-                ports = ctx.engine(c).expansion(c).port_mappings
-                rev = ctx.repo.put_desired(c.name, unstructure(c), at=time.time())
-                ctx.repo.put_ports(c.name, ports)
+            rev = store_desired(ctx.repo, c, lock_timeout=lock_timeout(), at=time.time())
             out().print(f"cloudlet {c.name}: desired state stored (revision {rev})")
     return 0
 

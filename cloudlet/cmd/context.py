@@ -7,8 +7,8 @@ from pathlib import Path
 
 import attrs
 
-from cloudlet.engine.sync import Engine, SyncListener, SyncOptions
-from cloudlet.errors import NotFound
+from cloudlet.engine.sync import Engine, QuietListener, SyncListener, SyncOptions
+from cloudlet.errors import CloudletError, NotFound
 from cloudlet.model.codec import structure
 from cloudlet.model.spec import Cloudlet, Platform
 from cloudlet.providers.base import Provider
@@ -16,6 +16,17 @@ from cloudlet.providers.registry import make_provider
 from cloudlet.store.base import Store
 from cloudlet.store.records import StateRepo
 from cloudlet.store.sqlite import open_store
+
+
+def lock_timeout() -> float:
+    """How long a command waits for another run of the same cloudlet (seconds)."""
+    raw = os.environ.get("CLOUDLET_LOCK_TIMEOUT", "60")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise CloudletError(
+            f"CLOUDLET_LOCK_TIMEOUT must be a number of seconds, not {raw!r}"
+        ) from None
 
 
 def default_state_dir() -> Path:
@@ -70,8 +81,8 @@ class Context:
         return Engine(
             self.repo,
             self.provider(cloudlet.spec.platform),
-            options or SyncOptions(),
-            listener or SyncListener(),
+            options or SyncOptions(lock_timeout=lock_timeout()),
+            listener or QuietListener(),
         )
 
     def stored(self, name: str) -> Cloudlet:
@@ -79,6 +90,12 @@ class Context:
         if record is None:
             raise NotFound(f"no cloudlet named {name!r} in {self.where}")
         return structure(record.document)
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         for provider in self._providers.values():

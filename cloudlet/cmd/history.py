@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from cloudlet.cmd.context import Context
+from cloudlet.cmd.context import Context, lock_timeout
+from cloudlet.engine.desired import store_desired
 from cloudlet.errors import NotFound
-from cloudlet.model.codec import structure, unstructure
-from cloudlet.model.expand import expand
+from cloudlet.model.codec import structure
 
 
 def as_yaml(document: dict[str, Any]) -> str:
@@ -23,20 +23,16 @@ def as_yaml(document: dict[str, Any]) -> str:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    ctx = Context.from_args(args.state_dir, args.etcd)
-    try:
+    with Context.from_args(args.state_dir, args.etcd) as ctx:
         record = ctx.repo.get_desired(args.name)
         if record is None:
             raise NotFound(f"no cloudlet named {args.name!r}")
         sys.stdout.write(f"# revision {record.revision}\n" + as_yaml(record.document))
-    finally:
-        ctx.close()
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    ctx = Context.from_args(args.state_dir, args.etcd)
-    try:
+    with Context.from_args(args.state_dir, args.etcd) as ctx:
         entries = ctx.repo.history(args.name)
         if not entries:
             raise NotFound(f"no history for cloudlet {args.name!r}")
@@ -55,28 +51,20 @@ def cmd_history(args: argparse.Namespace) -> int:
                 )
                 sys.stdout.writelines("    " + line + "\n" for line in list(diff)[2:])
             previous = text
-    finally:
-        ctx.close()
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    ctx = Context.from_args(args.state_dir, args.etcd)
-    try:
+    with Context.from_args(args.state_dir, args.etcd) as ctx:
         entry = ctx.repo.get_revision(args.name, args.to)
         if entry is None:
             raise NotFound(f"cloudlet {args.name!r} has no revision {args.to}")
         cloudlet = structure(entry.document)
-        with ctx.repo.store.lock(f"sync-{cloudlet.name}", 60.0):
-            ports = expand(cloudlet, ctx.repo.get_ports(cloudlet.name)).port_mappings
-            rev = ctx.repo.put_desired(cloudlet.name, unstructure(cloudlet), at=time.time())
-            ctx.repo.put_ports(cloudlet.name, ports)
+        rev = store_desired(ctx.repo, cloudlet, lock_timeout=lock_timeout(), at=time.time())
         print(
             f"cloudlet {args.name}: desired state set back to revision {args.to} "
             f"(now revision {rev}); run 'cloudlet sync' or let the daemon act on it"
         )
-    finally:
-        ctx.close()
     return 0
 
 

@@ -17,14 +17,15 @@ from rich.progress import (
 )
 
 from cloudlet.cmd.render import print_plan
-from cloudlet.engine.sync import SyncListener
 from cloudlet.engine.walk import NodeResult
 from cloudlet.planner import Plan, Step
 
 log = logging.getLogger("cloudlet.progress")
 
 
-class RichProgress(SyncListener):
+class RichProgress:
+    """A live bar per round on a terminal (a ``SyncListener``)."""
+
     def __init__(self, console: Console, *, show_plan: bool = True) -> None:
         self.console = console
         self.show_plan = show_plan
@@ -78,8 +79,8 @@ class RichProgress(SyncListener):
             self.progress = None
 
 
-class PlainProgress(SyncListener):
-    """One line per finished step, for logs and pipes."""
+class PlainProgress:
+    """One line per finished step, for logs and pipes (a ``SyncListener``)."""
 
     def __init__(self, console: Console, *, show_plan: bool = True) -> None:
         self.console = console
@@ -89,6 +90,9 @@ class PlainProgress(SyncListener):
         if self.show_plan and round_no == 1:
             print_plan(self.console, plan, limit=60)
         self.console.print(f"round {round_no}: {plan.graph.number_of_nodes()} steps")
+
+    def step_started(self, step: Step) -> None:
+        return None
 
     def step_finished(self, step: Step, result: NodeResult) -> None:
         took = (result.finished or 0) - (result.started or 0)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cloudlet.engine.sync import SyncReport
+from cloudlet.engine.report import SyncReport
 from cloudlet.planner import Plan
+from cloudlet.shepherd.status import Status
 
 SIGILS = {
     "create": ("+", "green"),
@@ -75,29 +75,25 @@ def print_sync(console: Console, report: SyncReport) -> None:
         )
 
 
-def print_status(console: Console, status: dict[str, Any]) -> None:
-    console.print(f"[bold]cloudlet {status['cloudlet']}[/]")
-    for cond in status["conditions"]:
-        healthy = (cond["status"] == "True") != (cond["type"] == "Degraded")
+def print_status(console: Console, status: Status) -> None:
+    console.print(f"[bold]cloudlet {status.cloudlet}[/]")
+    for cond in status.conditions:
+        healthy = cond.ok != (cond.type == "Degraded")
         mark = "[green]✓[/]" if healthy else "[red]✗[/]"
-        detail = f": {escape(cond['message'])}" if cond["message"] else ""
-        reason = escape(cond["reason"])
-        console.print(f"  {mark} {cond['type']:<9} {reason}{detail}", highlight=False)
-    last = status.get("lastSync") or {}
-    if last:
-        message = str(last.get("message") or "")
-        said = f" ({escape(message)})" if message and message != last.get("outcome") else ""
-        console.print(f"  last sync: {last.get('outcome')}{said}, {last.get('wallSeconds')} s")
-    counts = Counter(r["state"] for r in status["resources"])
+        detail = f": {escape(cond.message)}" if cond.message else ""
+        console.print(f"  {mark} {cond.type:<9} {escape(cond.reason)}{detail}", highlight=False)
+    last = status.last_sync
+    if last is not None:
+        said = f" ({escape(last.message)})" if last.message and last.message != last.outcome else ""
+        console.print(f"  last sync: {last.outcome}{said}, {last.wall_seconds} s")
+    counts = Counter(r.state for r in status.resources)
     console.print("  resources: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    for rid in status["drift"][:50]:
+    for rid in status.drift[:50]:
         console.print(f"    [yellow]drift[/] {rid}", highlight=False)
-    if status["portMappings"]:
+    if status.port_mappings:
         table = Table("load balancer", "target", "port", "public", box=None, padding=(0, 2))
-        for m in status["portMappings"]:
-            public = f"{m['publicIp'] or '?'}:{m['publicPort']}"
-            note = "" if m["publicPort"] == m["port"] else " (remapped)"
-            table.add_row(
-                m["loadBalancer"], m["target"], f"{m['protocol']}/{m['port']}", public + note
-            )
+        for m in status.port_mappings:
+            public = f"{m.public_ip or '?'}:{m.public_port}"
+            note = "" if m.public_port == m.port else " (remapped)"
+            table.add_row(m.load_balancer, m.target, f"{m.protocol}/{m.port}", public + note)
         console.print(table)

@@ -20,8 +20,9 @@ from collections.abc import Callable
 import attrs
 
 from cloudlet.engine.queue import WorkQueue
-from cloudlet.engine.sync import Engine, SyncOptions, SyncReport
-from cloudlet.errors import CloudletError, WatchCompacted
+from cloudlet.engine.report import SyncReport
+from cloudlet.engine.sync import Engine, SyncOptions, record_terminal
+from cloudlet.errors import CloudletError, SpecError, WatchCompacted
 from cloudlet.model.codec import structure
 from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.base import Provider
@@ -231,7 +232,7 @@ class Daemon:
         except CloudletError as err:
             log.warning("cloudlet %s: reconcile failed: %s", name, err)
             report = None
-        outcome = "converged" if report and report.converged else "failed"
+        outcome = report.outcome if report is not None else "failed"
         self.metrics.reconcile_seconds.labels(outcome).observe(time.perf_counter() - t0)
         if report is None and self._gone_or_not_ours(name):
             return  # nothing for this replica to keep converged
@@ -239,6 +240,11 @@ class Daemon:
             self.queue.forget(name)
             spread = self.options.resync * self.options.jitter
             self.queue.add(name, self.options.resync + self.rng.uniform(-spread, spread))
+        elif outcome == "terminal":
+            self.queue.forget(name)  # no retry can fix it: wait for a new revision
+        elif outcome == "superseded":
+            self.queue.forget(name)
+            self.queue.add(name)  # the newer revision, at once
         else:
             delay = self.queue.retry(name)
             log.info("cloudlet %s: retrying in %.1f s", name, delay)
@@ -258,7 +264,14 @@ class Daemon:
         record = self.repo.get_desired(name)
         if record is None:
             return None
-        cloudlet = structure(record.document)
+        last = self.repo.get_sync(name)
+        if last is not None and last.terminal and last.revision == record.revision:
+            message = f"waiting for a new desired revision ({last.message})"
+            return SyncReport(name, message=message, revision=record.revision, stopped="terminal")
+        try:
+            cloudlet = structure(record.document)
+        except SpecError as err:
+            return self._invalid(name, record.revision, err)
         provider = InstrumentedProvider(self.provider_for(cloudlet), self.metrics)
         engine = Engine(
             self.repo,
@@ -268,12 +281,10 @@ class Daemon:
             ),
             stop=self.stop,
         )
-        last = (self.repo.get_status(name) or {}).get("lastSync") or {}
-        applied = last.get("revision") == record.revision and last.get("outcome") == "converged"
-        report = engine.sync(cloudlet, resync=applied, revision=record.revision)
+        report = engine.reconcile(cloudlet, record.revision, heal="per-policy")
         self.metrics.record_steps(report.steps)
-        status = self.repo.get_status(name) or {}
-        self.metrics.record_status(name, status, report.converged)
+        if report.status is not None:
+            self.metrics.record_status(name, report.status, report.converged)
         log.info(
             "cloudlet %s: %s (%s) in %.2f s",
             name,
@@ -282,3 +293,18 @@ class Daemon:
             report.wall,
         )
         return report
+
+    def _invalid(self, name: str, revision: int, err: SpecError) -> SyncReport:
+        """A stored spec that no longer validates: recorded once, not retried."""
+        message = f"the stored desired state (revision {revision}) is invalid: {err}"
+        recorded = record_terminal(
+            self.repo,
+            name,
+            revision,
+            message,
+            at=time.time(),
+            lock_timeout=self.options.lock_timeout,
+        )
+        if recorded:
+            log.error("cloudlet %s: %s; waiting for a new revision", name, message)
+        return SyncReport(name, message=message, revision=revision, stopped="terminal")

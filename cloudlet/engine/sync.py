@@ -1,9 +1,18 @@
-"""Sync: store the desired state, then plan and apply until converged.
+"""Reconcile: plan and apply a stored desired state until converged.
 
 Level-triggered like a Kubernetes controller: each round re-reads the actual
 state, plans against it and applies; the run ends when a fresh plan is empty
-(converged) or a round leaves failures (failed). A per-cloudlet lock keeps
-two runs of one cloudlet from interleaving.
+(converged) or a round leaves failures (failed). A reconcile reads the
+desired state and never writes it (``engine.desired`` does, for ``apply``,
+``rollback`` and ``sync``). The per-cloudlet lock keeps two runs of one
+cloudlet from interleaving; if the store takes the lock away (an etcd lease
+that expired while the process was frozen) the run starts nothing more,
+and its journal and status writes are fenced on the lock, so they fail
+rather than land after someone else's.
+
+Data flows one way: spec → expansion → plan → steps → ``SyncRecord`` (what
+the daemon decides from) → ``Status`` (what operators read, never read
+back to decide).
 """
 
 from __future__ import annotations
@@ -13,24 +22,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Literal, Protocol
 
 import attrs
 
 from cloudlet.engine.apply import StepRunner
+from cloudlet.engine.desired import store_desired
+from cloudlet.engine.report import StepOutcome, SyncReport
 from cloudlet.engine.retry import RetryPolicy, call_with_retry
 from cloudlet.engine.walk import NodeResult, WalkEvents, walk
-from cloudlet.errors import ProviderError
-from cloudlet.model.codec import unstructure
+from cloudlet.errors import FencedOut, ProviderError, TerminalError
 from cloudlet.model.expand import Expansion, expand
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.model.spec import Cloudlet
 from cloudlet.planner import Plan, Step, leave_alone, plan_actions, remaining_path
 from cloudlet.providers.base import Provider
-from cloudlet.shepherd.status import build_status
-from cloudlet.store.records import StateRepo
+from cloudlet.shepherd.codec import status_from_json, status_to_json
+from cloudlet.shepherd.status import Status, build_status, with_sync
+from cloudlet.store.records import StateRepo, SyncRecord, lock_name
 
 log = logging.getLogger("cloudlet.engine")
+
+#: ``all``: an operator's explicit sync heals everything. ``per-policy``: the
+#: daemon's; a pass over a revision that already converged is a drift check,
+#: leaving resources under drift policy ``report`` alone.
+Heal = Literal["all", "per-policy"]
 
 
 @attrs.frozen
@@ -42,74 +58,39 @@ class SyncOptions:
     seed: int | None = None
 
 
-@attrs.frozen
-class StepOutcome:
-    """One provider step as the summary reports it."""
-
-    id: str
-    op: str
-    phase: str
-    outcome: str
-    started: float | None
-    finished: float | None
-    attempts: int
-    error: str | None
-    round: int
-
-
-@attrs.define
-class SyncReport:
-    cloudlet: str
-    converged: bool = False
-    steps: list[StepOutcome] = attrs.field(factory=list)
-    plans: list[Plan] = attrs.field(factory=list)
-    wall: float = 0.0
-    message: str = ""
-    #: The desired revision this sync applied.
-    revision: int | None = None
-    #: The last observation, which the stored status is built from.
-    actual: list[Observed] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "cloudlet": self.cloudlet,
-            "outcome": "converged" if self.converged else "failed",
-            "message": self.message,
-            "wallSeconds": round(self.wall, 4),
-            "rounds": len(self.plans),
-            "actions": [
-                {
-                    "id": s.id,
-                    "op": s.op,
-                    "phase": s.phase,
-                    "outcome": s.outcome,
-                    "started": s.started,
-                    "finished": s.finished,
-                    "attempts": s.attempts,
-                    "error": s.error,
-                    "round": s.round,
-                }
-                for s in self.steps
-            ],
-        }
-
-
-class SyncListener:
+class SyncListener(Protocol):
     """Progress hooks; the command line renders them, tests may record them."""
 
     def plan_ready(self, plan: Plan, round_no: int) -> None: ...
     def step_started(self, step: Step) -> None: ...
     def step_finished(self, step: Step, result: NodeResult) -> None: ...
+    def close(self) -> None: ...
+
+
+class QuietListener:
+    """Hears nothing: for ``--json``, the daemon and tests."""
+
+    def plan_ready(self, plan: Plan, round_no: int) -> None:
+        return None
+
+    def step_started(self, step: Step) -> None:
+        return None
+
+    def step_finished(self, step: Step, result: NodeResult) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
 
 
 @attrs.define
 class Engine:
-    """Sequences every effect of a sync; the only stateful layer."""
+    """Sequences every effect of a reconcile; the only stateful layer."""
 
     repo: StateRepo
     provider: Provider
     options: SyncOptions = attrs.field(factory=SyncOptions)
-    listener: SyncListener = attrs.field(factory=SyncListener)
+    listener: SyncListener = attrs.field(factory=QuietListener)
     clock: Callable[[], float] = time.monotonic
     wallclock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -119,9 +100,15 @@ class Engine:
         return expand(cloudlet, self.repo.get_ports(cloudlet.name))
 
     def plan(self, cloudlet: Cloudlet) -> Plan:
-        """What sync would do now; stores nothing."""
+        """What a reconcile would do now; stores nothing."""
         resources = self.expansion(cloudlet).resources
         return self._plan(cloudlet.name, resources, self.observe(cloudlet.name))
+
+    def observe(self, name: str) -> list[Observed]:
+        """One observation, retried like any provider call."""
+        return call_with_retry(
+            lambda: self.provider.observe(name), self.options.retry, sleep=self.sleep
+        )
 
     def _plan(self, name: str, desired: Sequence[Resource], actual: Sequence[Observed]) -> Plan:
         """The planner's plan, with the updates this cloud cannot make in place
@@ -140,118 +127,156 @@ class Engine:
                     forced[action.id] = reason
         return plan_actions(name, desired, actual, forced) if forced else plan
 
-    def sync(
-        self, cloudlet: Cloudlet, *, resync: bool = False, revision: int | None = None
-    ) -> SyncReport:
-        """Apply the spec. On a ``resync`` (nothing new in the spec, only a
-        look for drift) resources under drift policy ``report`` are left
-        alone, and so is whatever would have to wait for them.
+    def sync(self, cloudlet: Cloudlet) -> SyncReport:
+        """``cloudlet sync FILE``: store the spec, then reconcile it in full."""
+        at = self.wallclock()
+        revision = store_desired(self.repo, cloudlet, lock_timeout=self.options.lock_timeout, at=at)
+        return self.reconcile(cloudlet, revision)
 
-        Without ``revision`` (``cloudlet sync FILE``) the spec is stored as the
-        desired state first. With it (the daemon, which read the spec at that
-        revision) nothing is stored, and nothing is done if the stored spec
-        has moved on meanwhile: a reconcile must never put back a spec that
-        an operator has since replaced.
+    def reconcile(self, cloudlet: Cloudlet, revision: int, *, heal: Heal = "all") -> SyncReport:
+        """Make the cloudlet match ``cloudlet``, the desired state stored at
+        ``revision``; nothing is done if the stored spec has moved on since
+        it was read (a reconcile must never act on a spec an operator has
+        since replaced). With ``heal="per-policy"`` a revision whose last
+        reconcile converged is only checked for drift, and resources under
+        drift policy ``report`` are left alone (with whatever waits on them).
         """
         name = cloudlet.name
-        with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
-            if revision is None:
-                revision = self.repo.put_desired(name, unstructure(cloudlet), at=self.wallclock())
-            else:
-                current = self.repo.get_desired(name)
-                if current is None or current.revision != revision:
-                    now = "deleted" if current is None else f"now {current.revision}"
-                    message = f"desired revision {revision} was superseded ({now}); not applied"
-                    return SyncReport(name, message=message, revision=revision)
+        with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
+            run = _Run.of(self, name, held)
+            current = self.repo.get_desired(name)
+            if current is None or current.revision != revision:
+                now = "deleted" if current is None else f"now {current.revision}"
+                message = f"desired revision {revision} was superseded ({now}); not applied"
+                return SyncReport(name, message=message, revision=revision, stopped="superseded")
+            last = run.repo.get_sync(name)
+            drift_only = heal == "per-policy" and last is not None and last.revision == revision
+            drift_only = drift_only and last is not None and last.converged
             expansion = self.expansion(cloudlet)
-            self.repo.put_ports(name, expansion.port_mappings)
-            frozen = frozenset(r.id for r in expansion.resources if resync and r.policy == "report")
-            return self._converge(name, expansion, expansion.resources, revision, frozen)
+            run.repo.put_ports(name, expansion.port_mappings)
+            frozen = frozenset(
+                r.id for r in expansion.resources if drift_only and r.policy == "report"
+            )
+            return run.converge(expansion, revision, frozen)
 
     def destroy(self, name: str) -> SyncReport:
-        with self.repo.store.lock(f"sync-{name}", self.options.lock_timeout):
-            empty = Expansion(name, (), ())
-            report = self._converge(name, empty, ())
+        """Delete everything the cloudlet owns, then forget its desired state."""
+        with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
+            report = _Run.of(self, name, held).converge(Expansion(name, (), ()), None)
             if report.converged:
                 self.repo.forget(name)
             return report
 
-    def _converge(
-        self,
-        name: str,
-        expansion: Expansion,
-        desired: Sequence[Resource],
-        revision: int | None = None,
-        frozen: frozenset[str] = frozenset(),
+
+def _held_fence(held: object) -> tuple[object | None, threading.Event | None]:
+    return getattr(held, "fence", None), getattr(held, "lost", None)
+
+
+@attrs.define
+class _Run:
+    """One reconcile of one cloudlet under its lock: the engine's effects,
+    with writes fenced on the lock and a stop that the lock's loss sets."""
+
+    engine: Engine
+    name: str
+    repo: StateRepo
+    stop: threading.Event
+
+    @classmethod
+    def of(cls, engine: Engine, name: str, held: object) -> _Run:
+        fence, lost = _held_fence(held)
+        repo = engine.repo.also_fenced(fence) if fence is not None else engine.repo
+        stop = engine.stop
+        if lost is not None:
+            stop = _either(engine.stop, lost)
+        return cls(engine, name, repo, stop)
+
+    def converge(
+        self, expansion: Expansion, revision: int | None, frozen: frozenset[str] = frozenset()
     ) -> SyncReport:
-        t0 = self.clock()
-        report = SyncReport(name, revision=revision)
-        self._recover_journal(name)
+        engine = self.engine
+        t0 = engine.clock()
+        report = SyncReport(self.name, revision=revision)
         try:
-            self._rounds(name, desired, report, t0, frozen)
+            self._recover_journal()
+            self._rounds(expansion.resources, report, t0, frozen)
         except ProviderError as err:
             report.converged = False
             report.message = f"cannot observe the cloudlet: {err}"
-        report.wall = self.clock() - t0
-        if report.actual is not None:
-            self._record(name, expansion, report.actual, report)
+        except TerminalError as err:
+            report.converged, report.stopped = False, "terminal"
+            report.message = str(err)
+        except FencedOut as err:
+            return self._lost(report, err, t0)
+        report.wall = engine.clock() - t0
+        if self._lock_lost():
+            return self._lost(report, None, t0)
+        try:
+            self._record(expansion, report)
+        except FencedOut as err:
+            return self._lost(report, err, t0)
         return report
 
-    def observe(self, name: str) -> list[Observed]:
-        """One observation, retried like any provider call."""
-        return call_with_retry(
-            lambda: self.provider.observe(name), self.options.retry, sleep=self.sleep
-        )
+    def _lock_lost(self) -> bool:
+        return self.stop.is_set() and not self.engine.stop.is_set()
+
+    def _lost(self, report: SyncReport, err: FencedOut | None, t0: float) -> SyncReport:
+        """Another process holds the cloudlet now: record nothing, stop."""
+        report.converged, report.stopped = False, "lost"
+        report.wall = self.engine.clock() - t0
+        why = f": {err}" if err is not None else ""
+        report.message = f"lost the cloudlet's lock mid-way; stopped{why}"
+        log.error("%s: %s", self.name, report.message)
+        return report
 
     def _rounds(
-        self,
-        name: str,
-        desired: Sequence[Resource],
-        report: SyncReport,
-        t0: float,
-        frozen: frozenset[str],
+        self, desired: Sequence[Resource], report: SyncReport, t0: float, frozen: frozenset[str]
     ) -> None:
         """Observe, plan, apply; again until a fresh plan is empty."""
-        for round_no in range(1, self.options.max_rounds + 2):
-            report.actual = self.observe(name)
-            plan = leave_alone(self._plan(name, desired, report.actual), frozen)
+        engine = self.engine
+        for round_no in range(1, engine.options.max_rounds + 2):
+            report.actual = engine.observe(self.name)
+            plan = leave_alone(engine._plan(self.name, desired, report.actual), frozen)
             if plan.empty:
                 report.converged = True
                 report.message = "converged" if round_no > 1 else "no changes"
                 return
-            if round_no > self.options.max_rounds:
-                report.message = f"not converged after {self.options.max_rounds} rounds"
+            if round_no > engine.options.max_rounds:
+                report.message = f"not converged after {engine.options.max_rounds} rounds"
                 return
             report.plans.append(plan)
-            self.listener.plan_ready(plan, round_no)
+            engine.listener.plan_ready(plan, round_no)
             failed = self._apply(plan, report, round_no, t0)
             if failed or self.stop.is_set():
                 report.message = f"{failed} actions failed" if failed else "interrupted"
-                report.actual = self.observe(name)
+                if not failed:
+                    report.stopped = "interrupted"
+                report.actual = engine.observe(self.name)
                 return
 
     def _apply(self, plan: Plan, report: SyncReport, round_no: int, t0: float) -> int:
+        engine = self.engine
         runner = StepRunner(
-            name_of(plan),
-            self.provider,
+            plan.cloudlet,
+            engine.provider,
             self.repo,
-            self.options.retry,
-            self.sleep,
-            self.wallclock,
-            self.options.seed,
+            engine.options.retry,
+            engine.sleep,
+            engine.wallclock,
+            engine.options.seed,
         )
         events = WalkEvents(
-            started=lambda key: self.listener.step_started(plan.step(key)),
-            finished=lambda res: self.listener.step_finished(plan.step(res.key), res),
+            started=lambda key: engine.listener.step_started(plan.step(key)),
+            finished=lambda res: engine.listener.step_finished(plan.step(res.key), res),
         )
-        offset = self.clock() - t0
+        offset = engine.clock() - t0
         results = walk(
             plan.graph,
             lambda key: runner(plan.step(key)),
-            parallelism=self.options.parallelism,
+            parallelism=engine.options.parallelism,
             priority=remaining_path(plan.graph, {}),
             events=events,
-            clock=self.clock,
+            clock=engine.clock,
             stop=self.stop,
         )
         failed = 0
@@ -273,36 +298,90 @@ class Engine:
             )
         return failed
 
-    def _recover_journal(self, name: str) -> None:
-        pending = self.repo.journal_pending(name)
+    def _recover_journal(self) -> None:
+        pending = self.repo.journal_pending(self.name)
         if pending:
             log.warning(
                 "%s: %d actions were in flight when a previous run stopped (%s); "
                 "re-observing and adopting by tag",
-                name,
+                self.name,
                 len(pending),
                 ", ".join(sorted(p.action_id for p in pending)[:5]),
             )
-            self.repo.journal_clear(name)
+            self.repo.journal_clear(self.name)
 
-    def _record(
-        self, name: str, expansion: Expansion, actual: Sequence[Observed], report: SyncReport
-    ) -> None:
-        at = self.wallclock()
-        last = {
-            "at": at,
-            "outcome": "converged" if report.converged else "failed",
-            "message": report.message,
-            "wallSeconds": round(report.wall, 4),
-            "revision": report.revision,
-        }
+    def _record(self, expansion: Expansion, report: SyncReport) -> None:
+        """The sync record first (what the daemon decides from), then the
+        status built from the same observation (what operators read)."""
         if not expansion.resources and report.converged:
-            return
-        self.repo.put_status(name, build_status(expansion, actual, at=at, last_sync=last))
+            return  # a finished destroy: the cloudlet is forgotten next
+        at = self.engine.wallclock()
+        record = SyncRecord(
+            report.revision,
+            "converged" if report.converged else "failed",
+            report.message,
+            at,
+            round(report.wall, 4),
+            terminal=report.stopped == "terminal",
+        )
+        self.repo.put_sync(self.name, record)
+        previous = stored_status(self.repo, self.name)
+        if report.actual is not None:
+            status = build_status(
+                expansion, report.actual, at=at, last_sync=record, previous=previous
+            )
+        elif previous is not None:
+            status = with_sync(previous, record, at)
+        else:
+            report.record = record
+            return  # nothing observed, nothing shown before: no status to show
+        self.repo.put_status(self.name, status_to_json(status))
+        report.record, report.status = record, status
 
 
-def name_of(plan: Plan) -> str:
-    return plan.cloudlet
+def record_terminal(
+    repo: StateRepo, name: str, revision: int, message: str, *, at: float, lock_timeout: float
+) -> bool:
+    """Record that the stored spec at ``revision`` cannot be reconciled (it
+    no longer passes validation): a failed, terminal sync record and the
+    status's conditions to match. Under the cloudlet's lock, and only while
+    ``revision`` is still the desired one; returns whether it recorded."""
+    with repo.store.lock(lock_name(name), lock_timeout):
+        current = repo.get_desired(name)
+        if current is None or current.revision != revision:
+            return False
+        record = SyncRecord(revision, "failed", message, at, terminal=True)
+        repo.put_sync(name, record)
+        previous = stored_status(repo, name)
+        if previous is not None:
+            repo.put_status(name, status_to_json(with_sync(previous, record, at)))
+        return True
+
+
+def stored_status(repo: StateRepo, name: str) -> Status | None:
+    """The stored status, for continuity only (its conditions' transition
+    times); one in a shape this version cannot read counts as none."""
+    data = repo.get_status(name)
+    if data is None:
+        return None
+    try:
+        return status_from_json(data)
+    except Exception:  # an older or hand-edited document: start afresh
+        return None
+
+
+def _either(a: threading.Event, b: threading.Event) -> threading.Event:
+    """An event set once either ``a`` or ``b`` is (checked by whoever waits on it)."""
+    return _EitherEvent(a, b)
+
+
+class _EitherEvent(threading.Event):
+    def __init__(self, a: threading.Event, b: threading.Event) -> None:
+        super().__init__()
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._a.is_set() or self._b.is_set() or super().is_set()
 
 
 def _shift(value: float | None, offset: float) -> float | None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.base import Provider
+from cloudlet.shepherd.status import Status
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -81,9 +82,9 @@ class Metrics:
         for s in steps:
             self.actions.labels(s.id.partition("/")[0], s.phase, s.outcome).inc()
 
-    def record_status(self, name: str, status: Mapping[str, Any], converged: bool) -> None:
-        self.drifted.labels(name).set(len(status.get("drift", ())))
-        counts = Tally((r["kind"], r["state"]) for r in status.get("resources", ()))
+    def record_status(self, name: str, status: Status, converged: bool) -> None:
+        self.drifted.labels(name).set(len(status.drift))
+        counts = Tally((r.kind, r.state) for r in status.resources)
         for gone in self._series.get(name, set()) - set(counts):
             self.resources.remove(name, *gone)
         for (kind, state), n in counts.items():

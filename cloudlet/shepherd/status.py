@@ -2,110 +2,177 @@
 
 Built from one observation of the orchestrator and the desired expansion;
 the same report is stored after every sync and recomputed by ``status``, so
-an operator always sees drift as of the moment they ask.
+an operator always sees drift as of the moment they ask. It is a projection:
+typed values here, JSON only at the edges (``cloudlet.shepherd.codec``), and
+nothing in the engine reads it back to decide what to do (the engine's own
+``SyncRecord`` is what the daemon decides from).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Literal
+
+import attrs
 
 from cloudlet.model.expand import Expansion
 from cloudlet.model.resources import Observed
 from cloudlet.planner.diff import attr_changes, group_observed
+from cloudlet.store.records import SyncRecord
+
+State = Literal["ready", "drifted", "missing", "duplicated", "orphan"]
 
 
-def resource_states(expansion: Expansion, actual: Sequence[Observed]) -> list[dict[str, Any]]:
+@attrs.frozen
+class ResourceState:
+    """One desired or owned object as last observed."""
+
+    id: str
+    kind: str
+    state: State
+    differs: tuple[str, ...] = ()
+    uid: str | None = None
+    address: str | None = None
+
+
+@attrs.frozen
+class Condition:
+    """A Kubernetes-style condition; ``last_transition_time`` is when its
+    status last flipped, not when it was last computed."""
+
+    type: str
+    status: Literal["True", "False"]
+    reason: str
+    message: str
+    last_transition_time: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "True"
+
+
+@attrs.frozen
+class PortMappingStatus:
+    """Where clients reach one exposed port: the LB's public address and port."""
+
+    load_balancer: str
+    target: str
+    protocol: str
+    port: int
+    public_port: int
+    public_ip: str | None
+
+
+@attrs.frozen
+class Status:
+    cloudlet: str
+    resources: tuple[ResourceState, ...]
+    drift: tuple[str, ...]
+    conditions: tuple[Condition, ...]
+    last_sync: SyncRecord | None
+    port_mappings: tuple[PortMappingStatus, ...]
+    observed_at: float
+    #: The stored desired revision when the status was asked for (``status`` only).
+    desired_revision: int | None = None
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
+
+
+def _state(rid: str, want: Mapping[str, object], objs: Sequence[Observed]) -> State:
+    if rid not in want:
+        return "orphan"
+    if not objs:
+        return "missing"
+    return "duplicated" if len(objs) > 1 else "ready"
+
+
+def resource_states(expansion: Expansion, actual: Sequence[Observed]) -> list[ResourceState]:
     """One entry per desired or owned object: ready, drifted, missing or orphan."""
     have = group_observed(actual)
     want = expansion.by_id()
-    out: list[dict[str, Any]] = []
+    out: list[ResourceState] = []
     for rid in sorted(set(want) | set(have)):
         objs = have.get(rid, [])
-        kind = rid.partition("/")[0]
-        entry: dict[str, Any] = {"id": rid, "kind": kind}
-        if rid not in want:
-            entry["state"] = "orphan"
-        elif not objs:
-            entry["state"] = "missing"
-        elif len(objs) > 1:
-            entry["state"] = "duplicated"
-        else:
-            changed = attr_changes(want[rid], objs[0])
-            entry["state"] = "drifted" if changed else "ready"
-            if changed:
-                entry["differs"] = sorted(k for k, _, _ in changed)
-        if objs:
-            entry["uid"] = objs[0].uid
-            address = objs[0].attrs.get("address")
-            if address is not None:
-                entry["address"] = address
-        out.append(entry)
+        state = _state(rid, want, objs)
+        differs: tuple[str, ...] = ()
+        if state == "ready":
+            differs = tuple(sorted(k for k, _, _ in attr_changes(want[rid], objs[0])))
+            state = "drifted" if differs else "ready"
+        address = objs[0].attrs.get("address") if objs else None
+        out.append(
+            ResourceState(
+                rid,
+                rid.partition("/")[0],
+                state,
+                differs,
+                objs[0].uid if objs else None,
+                None if address is None else str(address),
+            )
+        )
     return out
 
 
-def public_address(expansion: Expansion, lb: str, actual: Sequence[Observed]) -> str | None:
-    lb_res = expansion.by_id().get(f"lb/{lb}")
-    if lb_res is None:
-        return None
-    carrier = lb_res.attrs.get("address")
-    for obj in actual:
-        if obj.id == carrier:
-            value = obj.attrs.get("address")
-            return str(value) if value is not None else None
-    return None
+def _public_addresses(expansion: Expansion, actual: Sequence[Observed]) -> dict[str, str | None]:
+    """Each LB's public address: the observed address of the object that carries it."""
+    want = expansion.by_id()
+    seen = {o.id: o for o in actual if o.id is not None}
+    out: dict[str, str | None] = {}
+    for m in expansion.port_mappings:
+        lb = want.get(f"lb/{m.load_balancer}")
+        carrier = seen.get(str(lb.attrs.get("address"))) if lb is not None else None
+        value = carrier.attrs.get("address") if carrier is not None else None
+        out[m.load_balancer] = None if value is None else str(value)
+    return out
 
 
-def port_mappings(expansion: Expansion, actual: Sequence[Observed]) -> list[dict[str, Any]]:
-    ips = {
-        m.load_balancer: public_address(expansion, m.load_balancer, actual)
-        for m in expansion.port_mappings
-    }
+def port_mappings(expansion: Expansion, actual: Sequence[Observed]) -> list[PortMappingStatus]:
+    ips = _public_addresses(expansion, actual)
     return [
-        {
-            "loadBalancer": m.load_balancer,
-            "target": m.target,
-            "protocol": m.protocol,
-            "port": m.port,
-            "publicPort": m.public_port,
-            "publicIp": ips[m.load_balancer],
-        }
+        PortMappingStatus(
+            m.load_balancer, m.target, m.protocol, m.port, m.public_port, ips[m.load_balancer]
+        )
         for m in expansion.port_mappings
     ]
 
 
-def condition(kind: str, ok: bool, reason: str, message: str, at: float) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": at,
-    }
+def _carry(new: Condition, previous: Status | None) -> Condition:
+    """Keep the previous transition time while the condition's status holds."""
+    old = previous.condition(new.type) if previous is not None else None
+    if old is not None and old.status == new.status:
+        return attrs.evolve(new, last_transition_time=old.last_transition_time)
+    return new
 
 
-def _conditions(
-    drift: Sequence[str], last_sync: Mapping[str, Any] | None, at: float
-) -> list[dict[str, Any]]:
+def conditions(
+    drift: Sequence[str], last_sync: SyncRecord | None, at: float, previous: Status | None
+) -> tuple[Condition, ...]:
     """Ready: matches its spec now. Synced: the last sync converged.
-    Degraded: it differs from its spec and the last sync could not fix it."""
-    outcome = (last_sync or {}).get("outcome")
-    synced = outcome == "converged"
-    message = str((last_sync or {}).get("message", ""))
-    ready_msg = f"{len(drift)} resources differ from the desired state" if drift else ""
+    Degraded: it differs from its spec and the last sync could not fix it,
+    or the last sync failed for good (an invalid spec waits for a new one)."""
+    outcome = last_sync.outcome if last_sync else None
+    message = last_sync.message if last_sync else ""
+    terminal = bool(last_sync and last_sync.terminal)
     sync_reason = {"converged": "LastSyncSucceeded", "failed": "LastSyncFailed"}
-    degraded = bool(drift) and outcome == "failed"
-    return [
-        condition("Ready", not drift, "Drifted" if drift else "Converged", ready_msg, at),
-        condition("Synced", synced, sync_reason.get(str(outcome), "NeverSynced"), message, at),
-        condition(
+    reason = "TerminalError" if terminal else sync_reason.get(str(outcome), "NeverSynced")
+    degraded = (bool(drift) and outcome == "failed") or terminal
+    ready_msg = f"{len(drift)} resources differ from the desired state" if drift else ""
+    fresh = (
+        Condition("Ready", _flag(not drift), "Drifted" if drift else "Converged", ready_msg, at),
+        Condition("Synced", _flag(outcome == "converged"), reason, message, at),
+        Condition(
             "Degraded",
-            degraded,
-            "SyncFailed" if degraded else "AsExpected",
+            _flag(degraded),
+            ("TerminalError" if terminal else "SyncFailed") if degraded else "AsExpected",
             message if degraded else "",
             at,
         ),
-    ]
+    )
+    return tuple(_carry(c, previous) for c in fresh)
+
+
+def _flag(value: bool) -> Literal["True", "False"]:
+    return "True" if value else "False"
 
 
 def build_status(
@@ -113,17 +180,27 @@ def build_status(
     actual: Sequence[Observed],
     *,
     at: float,
-    last_sync: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    resources = resource_states(expansion, actual)
-    drift = [r["id"] for r in resources if r["state"] != "ready"]
-    conditions = _conditions(drift, last_sync, at)
-    return {
-        "cloudlet": expansion.cloudlet,
-        "resources": resources,
-        "drift": drift,
-        "conditions": conditions,
-        "lastSync": dict(last_sync) if last_sync else None,
-        "portMappings": port_mappings(expansion, actual),
-        "observedAt": at,
-    }
+    last_sync: SyncRecord | None,
+    previous: Status | None = None,
+) -> Status:
+    resources = tuple(resource_states(expansion, actual))
+    drift = tuple(r.id for r in resources if r.state != "ready")
+    return Status(
+        cloudlet=expansion.cloudlet,
+        resources=resources,
+        drift=drift,
+        conditions=conditions(drift, last_sync, at, previous),
+        last_sync=last_sync,
+        port_mappings=tuple(port_mappings(expansion, actual)),
+        observed_at=at,
+    )
+
+
+def with_sync(status: Status, last_sync: SyncRecord, at: float) -> Status:
+    """The same observation under a newer sync record (one that observed
+    nothing, such as an invalid stored spec): only the conditions move."""
+    return attrs.evolve(
+        status,
+        last_sync=last_sync,
+        conditions=conditions(status.drift, last_sync, at, status),
+    )

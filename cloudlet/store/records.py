@@ -8,7 +8,7 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
 
     /cloudlet/desired/<name>                 {"document": {...}, "at": t}
     /cloudlet/history/<name>/<rev:020d>      {"document": {...}, "at": t}
-    /cloudlet/observed/<name>                {...}   raw observation snapshot
+    /cloudlet/sync/<name>                    SyncRecord: the last reconcile's outcome
     /cloudlet/status/<name>                  {...}   what `cloudlet status` shows
     /cloudlet/ports/<name>                   [PortMapping, ...]
     /cloudlet/journal/<name>/<action-key>    {"action_id", "op", "at", "by"?}
@@ -23,6 +23,10 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
   could lose an entry; the desired value carries its own timestamp so the
   missing entry is rebuilt (``_backfill``) before the next overwrite or
   delete, and ``history`` reports the current revision regardless.
+- ``sync`` is the engine's own record of its last reconcile (revision,
+  outcome, terminal or not): what the daemon decides a resync from. The
+  ``status`` beside it is Shepherd's display document; nothing reads it back
+  to decide anything.
 - ``journal`` holds actions that were started and not yet finished; after a
   crash the engine finds them here and re-observes those resources before
   retrying. ``<action-key>`` is the action id with ``/`` percent-quoted.
@@ -41,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import quote
 
@@ -55,7 +58,7 @@ from cloudlet.store.base import Entry, Fence, Store
 ROOT = "/cloudlet"
 DESIRED = f"{ROOT}/desired/"
 HISTORY = f"{ROOT}/history/"
-OBSERVED = f"{ROOT}/observed/"
+SYNC = f"{ROOT}/sync/"
 STATUS = f"{ROOT}/status/"
 PORTS = f"{ROOT}/ports/"
 JOURNAL = f"{ROOT}/journal/"
@@ -76,6 +79,26 @@ class HistoryRecord:
     revision: int
     document: dict[str, Any]
     at: float
+
+
+@attrs.frozen
+class SyncRecord:
+    """What the engine's last reconcile of a cloudlet came to.
+
+    ``terminal``: no retry can fix it (an invalid stored spec, a plan that
+    cannot be ordered); the daemon waits for a new desired revision.
+    """
+
+    revision: int | None
+    outcome: str
+    message: str
+    at: float
+    wall_seconds: float = 0.0
+    terminal: bool = False
+
+    @property
+    def converged(self) -> bool:
+        return self.outcome == "converged"
 
 
 @attrs.frozen
@@ -101,6 +124,12 @@ def _check_name(name: str) -> str:
     return name
 
 
+def lock_name(name: str) -> str:
+    """The per-cloudlet lock every writer of its desired state and every
+    reconcile of it holds: named here alone."""
+    return f"sync-{_check_name(name)}"
+
+
 def history_key(name: str, revision: int) -> str:
     return f"{HISTORY}{_check_name(name)}/{revision:020d}"
 
@@ -116,7 +145,7 @@ class StateRepo:
     def __init__(
         self,
         store: Store,
-        fence_for: Callable[[str], Fence | None] | None = None,
+        fence_for: Callable[[str], Fence | tuple[Fence, ...] | None] | None = None,
         actor: str | None = None,
     ) -> None:
         self.store = store
@@ -125,7 +154,7 @@ class StateRepo:
         self.actor = actor
 
     def fenced(
-        self, fence_for: Callable[[str], Fence | None], actor: str | None = None
+        self, fence_for: Callable[[str], Fence | tuple[Fence, ...] | None], actor: str | None = None
     ) -> StateRepo:
         """The same store, with every write the engine makes for a cloudlet
         conditional on the fence ``fence_for(name)`` (its ownership record):
@@ -133,12 +162,22 @@ class StateRepo:
         action, for it. ``actor`` names the replica in the journal."""
         return StateRepo(self.store, fence_for, actor)
 
-    def _fence(self, name: str) -> Fence | None:
-        return self.fence_for(name) if self.fence_for is not None else None
+    def also_fenced(self, fence: Fence) -> StateRepo:
+        """The same repo with every write also conditional on ``fence`` (a
+        held lock's): once another process holds the lock, nothing more of
+        ours lands, whatever the ownership record says."""
+        inner = self.fence_for
 
-    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
-        """Exclusive right to sync cloudlet ``name`` (one sync at a time)."""
-        return self.store.lock(_check_name(name), timeout)
+        def fence_for(name: str) -> Fence | tuple[Fence, ...] | None:
+            own = inner(name) if inner is not None else None
+            if own is None:
+                return fence
+            return (*(own if isinstance(own, tuple) else (own,)), fence)
+
+        return StateRepo(self.store, fence_for, self.actor)
+
+    def _fence(self, name: str) -> Fence | tuple[Fence, ...] | None:
+        return self.fence_for(name) if self.fence_for is not None else None
 
     # -- desired state and its history --------------------------------------
 
@@ -223,15 +262,15 @@ class StateRepo:
         with contextlib.suppress(ConflictError):
             self.store.put(history_key(name, revision), value, expect_revision=0)
 
-    # -- observed state, status and ports -----------------------------------
+    # -- the last reconcile, status and ports --------------------------------
 
-    def put_observed(self, name: str, observed: dict[str, Any]) -> int:
-        return self.store.put(
-            OBSERVED + _check_name(name), encode(observed), fence=self._fence(name)
-        )
+    def put_sync(self, name: str, record: SyncRecord) -> int:
+        data = encode(_converter.unstructure(record))
+        return self.store.put(SYNC + _check_name(name), data, fence=self._fence(name))
 
-    def get_observed(self, name: str) -> dict[str, Any] | None:
-        return self._get_dict(OBSERVED + _check_name(name))
+    def get_sync(self, name: str) -> SyncRecord | None:
+        data = self._get_dict(SYNC + _check_name(name))
+        return None if data is None else _converter.structure(data, SyncRecord)
 
     def put_status(self, name: str, status: dict[str, Any]) -> int:
         return self.store.put(STATUS + _check_name(name), encode(status), fence=self._fence(name))
@@ -296,7 +335,7 @@ class StateRepo:
         """Drop everything kept for a destroyed cloudlet except its history,
         so ``cloudlet history`` can still explain what it was."""
         self.delete_desired(name)
-        for prefix in (OBSERVED, STATUS, PORTS):
+        for prefix in (SYNC, STATUS, PORTS):
             self.store.delete(prefix + name)
         self.journal_clear(name)
 

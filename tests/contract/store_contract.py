@@ -32,7 +32,7 @@ import cloudlet
 from cloudlet.errors import ConflictError, FencedOut, LockTimeout
 from cloudlet.model.ports import PortMapping
 from cloudlet.store.base import Fence, Store
-from cloudlet.store.records import StateRepo
+from cloudlet.store.records import StateRepo, SyncRecord
 
 SHORT = 0.2  # lock timeouts the tests expect to expire
 PATIENT = 5.0  # lock timeouts the tests expect to be met
@@ -405,13 +405,15 @@ class StoreContract:
         repo.put_ports("c", [])
         assert repo.get_ports("c") == ()
 
-    def test_status_and_observed_roundtrip(self, repo: StateRepo) -> None:
-        assert repo.get_status("c") is None and repo.get_observed("c") is None
+    def test_status_and_sync_record_roundtrip(self, repo: StateRepo) -> None:
+        assert repo.get_status("c") is None and repo.get_sync("c") is None
         status = {"resources": [{"id": "vm/game", "state": "ok"}], "lastSync": 12.5}
         repo.put_status("c", status)
-        repo.put_observed("c", {"vm/game": {"flavor": "m1.small"}})
+        record = SyncRecord(7, "failed", "2 actions failed", 12.5, 0.25, terminal=True)
+        repo.put_sync("c", record)
         assert repo.get_status("c") == status
-        assert repo.get_observed("c") == {"vm/game": {"flavor": "m1.small"}}
+        assert repo.get_sync("c") == record
+        assert repo.get_sync("other") is None
 
     def test_journal(self, repo: StateRepo) -> None:
         k1 = repo.journal_begin("c", "vm/game", "create", at=2.0)
@@ -432,12 +434,12 @@ class StoreContract:
         r1 = repo.put_desired("c", {"v": 1}, at=1.0)
         repo.put_desired("keep", {"v": 1}, at=1.0)
         repo.put_status("c", {"ok": True})
-        repo.put_observed("c", {})
+        repo.put_sync("c", SyncRecord(r1, "converged", "no changes", 2.0))
         repo.put_ports("c", [PortMapping("root", "game", "tcp", 80, 80)])
         repo.journal_begin("c", "vm/game", "delete", at=1.0)
         repo.forget("c")
         assert repo.get_desired("c") is None and repo.get_status("c") is None
-        assert repo.get_observed("c") is None and repo.get_ports("c") == ()
+        assert repo.get_sync("c") is None and repo.get_ports("c") == ()
         assert repo.journal_pending("c") == []
         assert [h.revision for h in repo.history("c")] == [r1]
         assert repo.get_desired("keep") is not None

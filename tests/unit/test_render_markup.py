@@ -9,6 +9,8 @@ from rich.console import Console
 from cloudlet.cmd.render import print_plan, print_status
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.planner import plan_actions
+from cloudlet.shepherd.status import Condition, Status
+from cloudlet.store.records import SyncRecord
 
 
 def test_a_rule_change_shows_both_lists() -> None:
@@ -27,16 +29,15 @@ def test_a_rule_change_shows_both_lists() -> None:
 
 
 def test_status_messages_with_brackets_survive() -> None:
-    status = {
-        "cloudlet": "c",
-        "conditions": [
-            {"type": "Ready", "status": "False", "reason": "[bold]x", "message": "HTTP 409: [oops]"}
-        ],
-        "lastSync": {"outcome": "failed", "message": "see [red]logs", "wallSeconds": 1},
-        "resources": [],
-        "drift": [],
-        "portMappings": [],
-    }
+    status = Status(
+        cloudlet="c",
+        conditions=(Condition("Ready", "False", "[bold]x", "HTTP 409: [oops]", 0.0),),
+        last_sync=SyncRecord(1, "failed", "see [red]logs", 0.0, 1.0),
+        resources=(),
+        drift=(),
+        port_mappings=(),
+        observed_at=0.0,
+    )
     out = io.StringIO()
     print_status(Console(file=out, width=300, color_system=None), status)
     text = out.getvalue()

@@ -1,0 +1,61 @@
+"""The status as JSON: one cattrs converter, used at the edges only.
+
+The store keeps, and ``status --json`` prints, the shapes DESIGN.md names
+(camelCase keys; ``lastSync`` with ``at``, ``outcome``, ``message``,
+``wallSeconds``, ``revision``). Optional fields are left out while unset, as
+they always were, so a reader sees the same documents as before.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from cloudlet.shepherd.status import Condition, PortMappingStatus, ResourceState, Status
+from cloudlet.store.records import SyncRecord
+
+#: Fields left out of the JSON while they hold their default.
+_OPTIONAL = {
+    ResourceState: ("differs", "uid", "address"),
+    SyncRecord: ("terminal",),
+    Status: ("desired_revision",),
+}
+
+
+def _camel(name: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+
+
+def _converter() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    for cls in (ResourceState, Condition, PortMappingStatus, SyncRecord, Status):
+        names: dict[str, Any] = {
+            a.name: override(
+                rename=_camel(a.name), omit_if_default=a.name in _OPTIONAL.get(cls, ())
+            )
+            for a in attrs.fields(cls)
+        }
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv, **names))
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, **names))
+    return conv
+
+
+CONVERTER = _converter()
+
+
+def status_to_json(status: Status) -> dict[str, Any]:
+    data: dict[str, Any] = CONVERTER.unstructure(status)
+    return data
+
+
+def status_from_json(data: dict[str, Any]) -> Status:
+    return CONVERTER.structure(data, Status)
+
+
+def sync_to_json(record: SyncRecord) -> dict[str, Any]:
+    data: dict[str, Any] = CONVERTER.unstructure(record)
+    return data
