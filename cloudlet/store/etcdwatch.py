@@ -29,7 +29,7 @@ from pyetcd.utils import prefix_range_end
 from cloudlet.errors import WatchCompacted
 from cloudlet.store.base import Change
 from cloudlet.store.etcd import EtcdStore
-from cloudlet.store.etcdconn import RETRY_PAUSE_S, Client, EtcdConnection
+from cloudlet.store.etcdconn import RETRY_PAUSE_S, Client, EtcdConnection, _details
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,8 @@ class _Failures:
 
 
 def _describe(err: Exception) -> str:
-    return str(err) or type(err).__name__
+    """One line: gRPC's details rather than its multi-line repr."""
+    return _details(err)
 
 
 def _stream(

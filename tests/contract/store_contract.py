@@ -31,7 +31,7 @@ import pytest
 import cloudlet
 from cloudlet.errors import ConflictError, FencedOut, LockTimeout
 from cloudlet.model.ports import PortMapping
-from cloudlet.store.base import Fence, HeldLock, Store
+from cloudlet.store.base import Fence, Fences, HeldLock, Store
 from cloudlet.store.records import StateRepo
 
 SHORT = 0.2  # lock timeouts the tests expect to expire
@@ -365,7 +365,8 @@ class StoreContract:
         with other.lock("berlin-1", PATIENT) as rival:
             assert rival.fence is not None and rival.fence != held.fence
             before = store.revision()
-            for fences in [held.fence, (owner, held.fence), (held.fence, owner)]:
+            stale: list[Fences] = [held.fence, (owner, held.fence), (held.fence, owner)]
+            for fences in stale:
                 with pytest.raises(FencedOut, match="lock 'berlin-1'"):
                     store.put("/t/data", b"late", fence=fences)
                 with pytest.raises(FencedOut, match="lock 'berlin-1'"):

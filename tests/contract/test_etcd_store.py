@@ -342,7 +342,7 @@ def test_a_lock_whose_lease_ends_is_lost_and_fences_its_holder_out(
                     holder.put("/t/data", b"late", fence=held.fence)
                 with pytest.raises(FencedOut, match="lock 'berlin-1' is lost"):
                     holder.delete("/t/data", fence=held.fence)
-        assert holder.get("/t/data").value == b"rival"  # type: ignore[union-attr]
+        assert holder.get("/t/data").value == b"rival"
     assert not _lease_threads("berlin-1")  # no keepalive outlives its lock
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.levelno for r in errors] == [logging.ERROR], [r.getMessage() for r in errors]
@@ -387,16 +387,15 @@ def test_a_frozen_holder_loses_its_lock_and_writes_nothing(
     try:
         assert child.stdout.readline().strip() == "locked"
         child.send_signal(signal.SIGSTOP)
-        with store_for_path(tmp_path) as rival:
-            # Free once the frozen holder's lease expired: the TTL and etcd's expiry check.
-            with rival.lock("berlin-1", TEST_LOCK_TTL + 5.0) as taken:
-                rival.put("/t/data", b"rival", fence=taken.fence)
-                child.send_signal(signal.SIGCONT)
-                child.stdin.write("go\n")
-                child.stdin.flush()
-                wrote = child.stdout.readline().strip()
-                lost = child.stdout.readline().strip()
-                assert rival.get("/t/data").value == b"rival"  # type: ignore[union-attr]
+        # The lock is free once the frozen holder's lease expired: the TTL and etcd's check.
+        with store_for_path(tmp_path) as rival, rival.lock("berlin-1", TEST_LOCK_TTL + 5) as taken:
+            rival.put("/t/data", b"rival", fence=taken.fence)
+            child.send_signal(signal.SIGCONT)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            wrote = child.stdout.readline().strip()
+            lost = child.stdout.readline().strip()
+            assert rival.get("/t/data").value == b"rival"
         _, stderr = child.communicate(timeout=PATIENT * 2)
     finally:
         if child.poll() is None:
@@ -491,6 +490,52 @@ def test_a_watch_with_auth_outlives_an_outage() -> None:
                 assert time.monotonic() < deadline, seen
                 time.sleep(0.05)
             assert [c.value for c in seen] == [b"1", b"2"]
+            stop.set()
+            watcher.join(5)
+    finally:
+        stop.set()
+        private.cleanup()
+
+
+def test_a_broken_watch_says_so_once_and_when_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The watch retries in silence no more, nor with a warning per retry:
+    one warning with the error when it breaks, a note when it is back."""
+    caplog.set_level(logging.DEBUG, logger="cloudlet.store.etcdwatch")
+    private = EtcdServer().start()
+    stop = threading.Event()
+    seen: list[Change] = []
+
+    def records(level: int) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name.endswith("etcdwatch") and r.levelno == level]
+
+    def wait_for(what: str, done: object) -> None:
+        deadline = time.monotonic() + 20
+        while not done():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"never: {what}"
+            time.sleep(0.05)
+
+    try:
+        with EtcdStore(private.endpoint, timeout=1.0) as store:
+            start = store.revision() + 1
+            watcher = threading.Thread(
+                target=lambda: seen.extend(store.watch("/w/", start, stop)), daemon=True
+            )
+            watcher.start()
+            store.put("/w/a", b"1")
+            wait_for("the first change", lambda: len(seen) == 1)
+            private.stop()
+            wait_for("three more failed attempts", lambda: len(records(logging.DEBUG)) >= 3)
+            [warning] = records(logging.WARNING)
+            assert "watch on '/w/'" in warning.getMessage() and "retrying" in warning.getMessage()
+            assert records(logging.INFO) == []
+            private.start()
+            revision = store.put("/w/a", b"2")
+            wait_for("the change after the outage", lambda: seen[-1].mod_revision == revision)
+            [note] = records(logging.INFO)
+            assert "resumed after" in note.getMessage()
+            assert len(records(logging.WARNING)) == 1
             stop.set()
             watcher.join(5)
     finally:
