@@ -39,6 +39,7 @@ from cloudlet.planner import Plan, Step, leave_alone, plan_actions, remaining_pa
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.codec import status_from_json, status_to_json
 from cloudlet.shepherd.status import Status, build_status, with_sync
+from cloudlet.store.base import HeldLock
 from cloudlet.store.records import StateRepo, SyncRecord, lock_name
 
 log = logging.getLogger("cloudlet.engine")
@@ -168,10 +169,6 @@ class Engine:
             return report
 
 
-def _held_fence(held: object) -> tuple[object | None, threading.Event | None]:
-    return getattr(held, "fence", None), getattr(held, "lost", None)
-
-
 @attrs.define
 class _Run:
     """One reconcile of one cloudlet under its lock: the engine's effects,
@@ -183,13 +180,9 @@ class _Run:
     stop: threading.Event
 
     @classmethod
-    def of(cls, engine: Engine, name: str, held: object) -> _Run:
-        fence, lost = _held_fence(held)
-        repo = engine.repo.also_fenced(fence) if fence is not None else engine.repo
-        stop = engine.stop
-        if lost is not None:
-            stop = _either(engine.stop, lost)
-        return cls(engine, name, repo, stop)
+    def of(cls, engine: Engine, name: str, held: HeldLock) -> _Run:
+        repo = engine.repo if held.fence is None else engine.repo.also_fenced(held.fence)
+        return cls(engine, name, repo, _either(engine.stop, held.lost))
 
     def converge(
         self, expansion: Expansion, revision: int | None, frozen: frozenset[str] = frozenset()

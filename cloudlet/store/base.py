@@ -5,6 +5,11 @@ prefix listing, CAS on a key's revision) so that the embedded SQLite store
 and the etcd store are interchangeable behind it. Typed records
 (desired specs, observed state, journal, port allocations) are layered on top
 in ``cloudlet.store.records``, not here.
+
+Writes can be fenced: made conditional on other keys not having been taken
+over (``Fence``), so that a holder who lost what it held, an ownership
+record or a lock, writes nothing more. Locks say what fences them
+(``HeldLock``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 import attrs
+
+from cloudlet.errors import FencedOut
 
 
 @attrs.frozen
@@ -31,10 +38,58 @@ class Fence:
     ``revision``, i.e. it was not deleted and created anew since. An
     ownership record is such a key: its holder renews it in place (same
     create revision) and a taker deletes and re-creates it, so while the
-    holder's writes are fenced on it, a holder that lost it writes nothing."""
+    holder's writes are fenced on it, a holder that lost it writes nothing.
+
+    ``lock``: ``key`` is not a store key but the name of a lock (as given to
+    ``Store.lock``), whose record the store keeps where no store key reaches
+    it; only ``HeldLock.fence`` makes such fences, and only the store that
+    made it can check it."""
 
     key: str
     revision: int
+    lock: bool = attrs.field(default=False, kw_only=True)
+
+
+#: What a write may be fenced on: one fence, or several that must all hold.
+Fences = Fence | tuple[Fence, ...]
+
+
+def fence_list(fence: Fences | None) -> tuple[Fence, ...]:
+    """The fences of a write's ``fence`` argument, as a tuple (empty: unfenced)."""
+    if fence is None:
+        return ()
+    return (fence,) if isinstance(fence, Fence) else tuple(fence)
+
+
+def fenced_out(fence: Fence, actual: int) -> FencedOut:
+    """The error for a write refused because ``fence`` moved (its key's create
+    revision is now ``actual``; 0: absent), naming that fence."""
+    if fence.lock:
+        return FencedOut(
+            f"fenced out: lock {fence.key!r} is lost (its record is at revision {actual}, "
+            f"not {fence.revision}); another process may hold it now"
+        )
+    return FencedOut(
+        f"fenced out: {fence.key!r} is at revision {actual}, not {fence.revision}; "
+        "another replica owns this cloudlet now"
+    )
+
+
+@attrs.frozen
+class HeldLock:
+    """A lock while held (what ``Store.lock`` yields).
+
+    ``fence`` holds exactly while the lock is still ours: writes fenced on it
+    fail once another holder could have taken the lock. None where the lock
+    cannot be lost while the process lives (the SQLite store's flock).
+    ``lost`` is set as soon as the store knows the lock is gone (etcd: its
+    lease expired, or could not be renewed for a whole TTL); a holder stops
+    starting work when it is set, and relies on the fence for the write that
+    races that check."""
+
+    name: str
+    fence: Fence | None
+    lost: threading.Event = attrs.field(factory=threading.Event, eq=False)
 
 
 class Store(Protocol):
@@ -46,16 +101,17 @@ class Store(Protocol):
         value: bytes,
         *,
         expect_revision: int | None = None,
-        fence: Fence | None = None,
+        fence: Fences | None = None,
     ) -> int:
         """Write ``key``; with ``expect_revision`` only if its mod revision
-        still equals it (0 means: only if absent); with ``fence`` only if the
-        fence key's create revision still equals the fence's. Returns the new
-        revision; raises ``ConflictError`` (``FencedOut`` for the fence)."""
+        still equals it (0 means: only if absent); with ``fence`` (one or a
+        tuple) only if every fence still holds, all checked atomically with
+        the write. Returns the new revision; raises ``ConflictError``
+        (``FencedOut``, naming the fence that moved, when one did)."""
         ...
 
     def delete(
-        self, key: str, *, expect_revision: int | None = None, fence: Fence | None = None
+        self, key: str, *, expect_revision: int | None = None, fence: Fences | None = None
     ) -> bool:
         """Remove ``key`` (under the same conditions); returns whether it existed."""
         ...
@@ -68,9 +124,14 @@ class Store(Protocol):
         """The store's current global revision."""
         ...
 
-    def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
+    def lock(self, name: str, timeout: float) -> AbstractContextManager[HeldLock]:
         """Hold ``name`` exclusively across processes; raises ``LockTimeout``
-        after ``timeout`` seconds. Released if the holder dies."""
+        after ``timeout`` seconds. Released if the holder dies.
+
+        Yields the ``HeldLock``: where a lock can be lost while its holder
+        lives (etcd: a lease that expired while the process was frozen or cut
+        off), its ``lost`` event says so and its ``fence`` keeps the holder's
+        writes from landing after another process took the lock."""
         ...
 
     def close(self) -> None: ...
@@ -94,8 +155,3 @@ class Watchable(Protocol):
         ``stop``; resumes after connection failures without a gap, and raises
         ``WatchCompacted`` if the history to resume from is gone."""
         ...
-
-
-def iter_keys(store: Store, prefix: str) -> Iterator[str]:
-    for entry in store.list(prefix):
-        yield entry.key

@@ -25,11 +25,28 @@ Compare-and-swap is one etcd transaction comparing the key's mod revision
 (or, for "only if absent", its create revision with 0); its failure branch
 reads the key, so a ConflictError names the revision actually found.
 
+A fenced write adds one compare per fence to the same transaction (the
+fence key's create revision), so all fences are checked atomically with the
+write; the failure branch's reads tell which fence moved.
+
 Locks are lease-bound keys created only if absent; a background thread keeps
 the lease alive while the lock is wanted or held, so a holder killed with
 SIGKILL releases within the lease TTL. Waiters poll briefly instead of
 watching: a watch breaks on every etcd restart, and a poll of at most
 ``LOCK_POLL_MAX_S`` costs one small read.
+
+A living holder can lose its lock too: frozen (SIGSTOP, a VM paused) or cut
+off from etcd for longer than the TTL, its lease expires and another process
+takes the lock. So the lock yields a ``HeldLock``: its ``lost`` event is set
+as soon as the keepalive learns the lease expired, or has not renewed it for
+a whole TTL (then it must be presumed expired); and its fence is the lock
+key's create revision, which a taker's re-created key changes, so writes
+fenced on it cannot land after the lock changed hands, even in the moment
+before the holder notices. That fence names the lock (``Fence.lock``), and
+``put`` compares ``PREFIX/locks/<quoted name>`` for it: the lock record stays
+out of the store key space, where any listing or watch would see it and an
+ordinary write could clobber it, and the layout stays the one every running
+process uses, so old and new processes still exclude each other.
 """
 
 from __future__ import annotations
@@ -48,8 +65,17 @@ from urllib.parse import quote
 
 from pyetcd.utils import prefix_range_end
 
-from cloudlet.errors import CloudletError, ConflictError, FencedOut, LockTimeout
-from cloudlet.store.base import Change, Entry, Fence, Store
+from cloudlet.errors import CloudletError, ConflictError, LockTimeout
+from cloudlet.store.base import (
+    Change,
+    Entry,
+    Fence,
+    Fences,
+    HeldLock,
+    Store,
+    fence_list,
+    fenced_out,
+)
 from cloudlet.store.etcdconn import DEFAULT_TIMEOUT_S, Client, EtcdConnection
 
 log = logging.getLogger(__name__)
@@ -115,6 +141,12 @@ class EtcdStore:
             raise ValueError(f"store keys start with '/': {key!r}")
         return self._kv + key
 
+    def _lock_key(self, name: str) -> str:
+        return self._locks + quote(name, safe="")
+
+    def _fence_key(self, fence: Fence) -> str:
+        return self._lock_key(fence.key) if fence.lock else self._key(fence.key)
+
     # -- the Store protocol ------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
@@ -132,69 +164,68 @@ class EtcdStore:
         value: bytes,
         *,
         expect_revision: int | None = None,
-        fence: Fence | None = None,
+        fence: Fences | None = None,
     ) -> int:
-        full, data = self._key(key), bytes(value)
-        if expect_revision is None and fence is None:
+        full, data, fences = self._key(key), bytes(value), fence_list(fence)
+        if expect_revision is None and not fences:
             return self._call(lambda client: int(client.put(full, data).header.revision))
 
         def op(client: Client) -> int:
             t = client.transactions
             ok, responses = client.transaction(
-                compare=self._conditions(t, full, expect_revision, fence),
+                compare=self._conditions(t, full, expect_revision, fences),
                 success=[t.put(full, data), t.get(full)],
-                failure=[t.get(full)],
+                failure=[t.get(full), *self._fence_reads(t, fences)],
             )
-            found = responses[-1][0] if responses[-1] else None
-            actual = found[1].mod_revision if found else 0
             if ok:
-                return int(actual)
-            raise self._why(client, key, expect_revision, actual, fence)
+                return int(responses[-1][0][1].mod_revision)
+            raise self._why(key, expect_revision, responses, fences)
 
         return self._call(op, idempotent=False)
 
     def delete(
-        self, key: str, *, expect_revision: int | None = None, fence: Fence | None = None
+        self, key: str, *, expect_revision: int | None = None, fence: Fences | None = None
     ) -> bool:
-        full = self._key(key)
-        if expect_revision is None and fence is None:
+        full, fences = self._key(key), fence_list(fence)
+        if expect_revision is None and not fences:
             return self._call(lambda client: bool(client.delete(full)))
 
         def op(client: Client) -> bool:
             t = client.transactions
             ok, responses = client.transaction(
-                compare=self._conditions(t, full, expect_revision, fence),
+                compare=self._conditions(t, full, expect_revision, fences),
                 success=[t.delete(full)],
-                failure=[t.get(full)],
+                failure=[t.get(full), *self._fence_reads(t, fences)],
             )
             if ok:
                 return bool(responses[0].response_delete_range.deleted > 0)
-            found = responses[0][0] if responses[0] else None
-            actual = found[1].mod_revision if found else 0
-            raise self._why(client, key, expect_revision, actual, fence)
+            raise self._why(key, expect_revision, responses, fences)
 
         return self._call(op, idempotent=False)
 
     def _conditions(
-        self, t: Any, full: str, expected: int | None, fence: Fence | None
+        self, t: Any, full: str, expected: int | None, fences: tuple[Fence, ...]
     ) -> list[Any]:
         out = [] if expected is None else [_unchanged(t, full, expected)]
-        if fence is not None:
-            out.append(t.create(self._key(fence.key)) == fence.revision)
+        out.extend(t.create(self._fence_key(f)) == f.revision for f in fences)
         return out
 
+    def _fence_reads(self, t: Any, fences: tuple[Fence, ...]) -> list[Any]:
+        return [t.get(self._fence_key(f)) for f in fences]
+
+    @staticmethod
     def _why(
-        self, client: Client, key: str, expected: int | None, actual: int, fence: Fence | None
+        key: str, expected: int | None, responses: list[Any], fences: tuple[Fence, ...]
     ) -> ConflictError:
-        """Which condition failed: the fence takes precedence (we lost ownership)."""
-        if fence is not None:
-            _, meta = client.get(self._key(fence.key))
-            now = meta.create_revision if meta is not None else 0
+        """Which condition failed, from the failure branch's reads (the key,
+        then each fence key, all at the revision the compares saw); a moved
+        fence takes precedence (we lost what we held)."""
+        found = [r[0][1] if r else None for r in responses]
+        for fence, meta in zip(fences, found[1:], strict=True):
+            now = int(meta.create_revision) if meta is not None else 0
             if now != fence.revision:
-                return FencedOut(
-                    f"fenced out: {fence.key!r} is at revision {now}, not {fence.revision}; "
-                    "another replica owns this cloudlet now"
-                )
+                return fenced_out(fence, now)
+        actual = int(found[0].mod_revision) if found[0] is not None else 0
         return _conflict(key, expected if expected is not None else -1, actual)
 
     def list(self, prefix: str) -> list[Entry]:
@@ -216,47 +247,53 @@ class EtcdStore:
         return watch_changes(self, prefix, start_revision, stop)
 
     @contextlib.contextmanager
-    def lock(self, name: str, timeout: float) -> Iterator[None]:
+    def lock(self, name: str, timeout: float) -> Iterator[HeldLock]:
         if not name:
             raise ValueError("lock name must not be empty")
+        granted = time.monotonic()  # the lease's TTL runs from no earlier than this
         lease = self._call(lambda client: int(client.lease(self.lock_ttl).id))
-        keeper = _KeepAlive(self, lease, name)
+        keeper = _KeepAlive(self, lease, name, granted)
         keeper.start()
         try:
-            self._acquire(name, lease, timeout)
-            yield
+            created = self._acquire(name, lease, timeout)
+            yield HeldLock(name, Fence(name, created, lock=True), keeper.lost)
         finally:
             keeper.stop()
             try:
                 # Revoking the lease deletes the lock key with it.
                 self._call(lambda client: client.revoke_lease(lease))
             except CloudletError as err:
-                log.warning("lock %s: %s; it expires within %d s", name, err, self.lock_ttl)
+                if not keeper.lost.is_set():  # else its loss was reported already
+                    log.warning("lock %s: %s; it expires within %d s", name, err, self.lock_ttl)
 
-    def _acquire(self, name: str, lease: int, timeout: float) -> None:
-        key = self._locks + quote(name, safe="")
+    def _acquire(self, name: str, lease: int, timeout: float) -> int:
+        """Wait for the lock key to be ours; returns its create revision (the fence)."""
+        key = self._lock_key(name)
         holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
         deadline = time.monotonic() + max(timeout, 0.0)
         pause = LOCK_POLL_MIN_S
 
-        def attempt(client: Client) -> tuple[bytes, int] | None:
+        def attempt(client: Client) -> tuple[bytes, int, int] | None:
+            """The lock record after trying to create it: value, lease, create revision."""
             # Idempotent: a retry finds the key held by our own lease.
             t = client.transactions
-            ok, responses = client.transaction(
+            _, responses = client.transaction(
                 compare=[t.create(key) == 0],
-                success=[t.put(key, holder, lease=lease)],
+                success=[t.put(key, holder, lease=lease), t.get(key)],
                 failure=[t.get(key)],
             )
-            found = None if ok or not responses[0] else responses[0][0]
-            return None if found is None else (found[0], found[1].lease_id)
+            found = responses[-1][0] if responses[-1] else None
+            if found is None:
+                return None
+            return found[0], int(found[1].lease_id), int(found[1].create_revision)
 
         while True:
             found = self._call(attempt)
-            if found is None or found[1] == lease:  # free, or ours already
-                return
+            if found is not None and found[1] == lease:  # taken now, or ours already
+                return found[2]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _lock_timeout(name, timeout, found[0])
+                raise _lock_timeout(name, timeout, found[0] if found else b"")
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, LOCK_POLL_MAX_S)
 
@@ -276,10 +313,17 @@ class EtcdStore:
 
 
 class _KeepAlive:
-    """Renews a lock's lease every third of its TTL until stopped."""
+    """Renews a lock's lease every third of its TTL until stopped, and sets
+    ``lost`` once the lock must be taken as gone: etcd answers that the lease
+    expired (TTL <= 0), or no renewal has succeeded for a whole TTL since the
+    last successful one was sent (or the lease granted), so etcd may have let
+    it expire and handed the lock on. A frozen process wakes to the second:
+    the monotonic clock ran on while it was stopped."""
 
-    def __init__(self, store: EtcdStore, lease: int, name: str) -> None:
+    def __init__(self, store: EtcdStore, lease: int, name: str, granted: float) -> None:
         self.store, self.lease, self.name = store, lease, name
+        self.lost = threading.Event()
+        self._renewed = granted  # monotonic time the last good renewal was sent
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
 
@@ -287,21 +331,44 @@ class _KeepAlive:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop renewing; returns once the thread ended (a renewal in flight
+        is bounded by the connection timeout, its retries included)."""
         self._stop.set()
-        self._thread.join(self.store.connection.timeout)
+        self._thread.join(2 * self.store.connection.timeout + 1)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.store.lock_ttl / 3):
+        ttl = self.store.lock_ttl
+        while not self._stop.wait(max(0.0, min(ttl / 3, self._renewed + ttl - time.monotonic()))):
+            if time.monotonic() - self._renewed >= ttl:
+                self._lose(f"its lease was not renewed for {ttl} s and must be presumed expired")
+                return
+            sent = time.monotonic()
             try:
                 answers = self.store._call(lambda client: list(client.refresh_lease(self.lease)))
             except CloudletError as err:
                 log.warning("lock %s: cannot renew its lease: %s", self.name, err)
                 continue
             except RuntimeError:
-                return  # the store was closed under a held lock
-            if answers and answers[-1].TTL <= 0 and not self._stop.is_set():
-                log.error("lock %s: its lease expired; another process may take it", self.name)
+                self._lose("the store was closed while it was held")
                 return
+            if not answers:
+                log.warning("lock %s: etcd did not answer a renewal of its lease", self.name)
+            elif answers[-1].TTL <= 0:
+                self._lose("etcd says its lease expired")
+                return
+            else:
+                self._renewed = sent
+
+    def _lose(self, why: str) -> None:
+        if self._stop.is_set():
+            return  # released meanwhile: nothing is done under it any more anyway
+        self.lost.set()
+        log.error(
+            "lock %s is lost: %s; another process may take it, and nothing more will be done "
+            "under it",
+            self.name,
+            why,
+        )
 
 
 def open_etcd(endpoints: str) -> Store:

@@ -53,7 +53,7 @@ import cattrs
 
 from cloudlet.errors import ConflictError
 from cloudlet.model.ports import PortMapping
-from cloudlet.store.base import Entry, Fence, Store
+from cloudlet.store.base import Entry, Fence, Fences, Store, fence_list
 
 ROOT = "/cloudlet"
 DESIRED = f"{ROOT}/desired/"
@@ -145,7 +145,7 @@ class StateRepo:
     def __init__(
         self,
         store: Store,
-        fence_for: Callable[[str], Fence | tuple[Fence, ...] | None] | None = None,
+        fence_for: Callable[[str], Fences | None] | None = None,
         actor: str | None = None,
     ) -> None:
         self.store = store
@@ -154,7 +154,7 @@ class StateRepo:
         self.actor = actor
 
     def fenced(
-        self, fence_for: Callable[[str], Fence | tuple[Fence, ...] | None], actor: str | None = None
+        self, fence_for: Callable[[str], Fences | None], actor: str | None = None
     ) -> StateRepo:
         """The same store, with every write the engine makes for a cloudlet
         conditional on the fence ``fence_for(name)`` (its ownership record):
@@ -168,15 +168,15 @@ class StateRepo:
         ours lands, whatever the ownership record says."""
         inner = self.fence_for
 
-        def fence_for(name: str) -> Fence | tuple[Fence, ...] | None:
+        def fence_for(name: str) -> Fences | None:
             own = inner(name) if inner is not None else None
             if own is None:
                 return fence
-            return (*(own if isinstance(own, tuple) else (own,)), fence)
+            return (*fence_list(own), fence)
 
         return StateRepo(self.store, fence_for, self.actor)
 
-    def _fence(self, name: str) -> Fence | tuple[Fence, ...] | None:
+    def _fence(self, name: str) -> Fences | None:
         return self.fence_for(name) if self.fence_for is not None else None
 
     # -- desired state and its history --------------------------------------

@@ -15,7 +15,8 @@ Several CLI processes and a daemon may share one state directory, so:
 Locks are not kept in the database: a row lock would outlive a process killed
 with SIGKILL. ``fcntl.flock`` on a file in ``<dir>/locks`` is released by the
 kernel when its holder dies, which is exactly the recovery an operator
-expects after a crashed sync.
+expects after a crashed sync. Nor can a living holder lose it, so a held
+lock here has no fence and is never ``lost``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from cloudlet.errors import ConflictError, FencedOut, LockTimeout
+from cloudlet.errors import ConflictError, LockTimeout
 from cloudlet.sqlitefile import ThreadConnections
-from cloudlet.store.base import Entry, Fence
+from cloudlet.store.base import Entry, Fences, HeldLock, fence_list, fenced_out
 
 STATE_DB = "state.db"
 LOCK_DIR = "locks"
@@ -116,10 +117,10 @@ class SqliteStore:
         value: bytes,
         *,
         expect_revision: int | None = None,
-        fence: Fence | None = None,
+        fence: Fences | None = None,
     ) -> int:
         with self._write() as conn:
-            _check_fence(conn, fence)
+            _check_fences(conn, fence)
             row = conn.execute(
                 "SELECT create_revision, mod_revision FROM kv WHERE key = ?", (key,)
             ).fetchone()
@@ -134,10 +135,10 @@ class SqliteStore:
             return rev
 
     def delete(
-        self, key: str, *, expect_revision: int | None = None, fence: Fence | None = None
+        self, key: str, *, expect_revision: int | None = None, fence: Fences | None = None
     ) -> bool:
         with self._write() as conn:
-            _check_fence(conn, fence)
+            _check_fences(conn, fence)
             row = conn.execute("SELECT mod_revision FROM kv WHERE key = ?", (key,)).fetchone()
             _check_expectation(key, expect_revision, row[0] if row else 0)
             if row is None:
@@ -168,10 +169,10 @@ class SqliteStore:
         return int(row[0])
 
     @contextlib.contextmanager
-    def lock(self, name: str, timeout: float) -> Iterator[None]:
+    def lock(self, name: str, timeout: float) -> Iterator[HeldLock]:
         fd = _acquire_file_lock(self.lock_dir, name, timeout)
         try:
-            yield
+            yield HeldLock(name, fence=None)  # held until released or the process dies
         finally:
             _release_file_lock(fd)
 
@@ -209,16 +210,16 @@ def _bump(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def _check_fence(conn: sqlite3.Connection, fence: Fence | None) -> None:
-    if fence is None:
-        return
-    row = conn.execute("SELECT create_revision FROM kv WHERE key = ?", (fence.key,)).fetchone()
-    actual = row[0] if row else 0
-    if actual != fence.revision:
-        raise FencedOut(
-            f"fenced out: {fence.key!r} is at revision {actual}, not {fence.revision}; "
-            "another replica owns this cloudlet now"
-        )
+def _check_fences(conn: sqlite3.Connection, fence: Fences | None) -> None:
+    """Raise ``FencedOut`` for the first fence that moved; inside the write's
+    transaction, so all of them are checked at once with the write."""
+    for f in fence_list(fence):
+        if f.lock:
+            raise ValueError(f"lock {f.key!r}: this store's locks have no fence")
+        row = conn.execute("SELECT create_revision FROM kv WHERE key = ?", (f.key,)).fetchone()
+        actual = row[0] if row else 0
+        if actual != f.revision:
+            raise fenced_out(f, actual)
 
 
 def _check_expectation(key: str, expected: int | None, actual: int) -> None:

@@ -31,7 +31,7 @@ import pytest
 import cloudlet
 from cloudlet.errors import ConflictError, FencedOut, LockTimeout
 from cloudlet.model.ports import PortMapping
-from cloudlet.store.base import Fence, Store
+from cloudlet.store.base import Fence, Fences, HeldLock, Store
 from cloudlet.store.records import StateRepo, SyncRecord
 
 SHORT = 0.2  # lock timeouts the tests expect to expire
@@ -47,11 +47,14 @@ class StoreCaps:
     takes the lock in a real child process. None skips that test.
     ``dead_holder_release_s`` bounds how long a killed holder's lock may
     linger (immediate for flock, a lease TTL for etcd).
+    ``lock_can_be_lost``: a living holder can lose its lock (etcd's lease),
+    so a held lock carries a fence; else (flock) it has none.
     """
 
     child_factory: str | None = None
     dead_holder_release_s: float = 5.0
     lock_reports_pid: bool = True
+    lock_can_be_lost: bool = False
 
 
 _CHILD = """
@@ -235,6 +238,33 @@ class StoreContract:
         assert not isinstance(err.value, FencedOut)
         assert store.put("/t/x", b"2", expect_revision=rev, fence=fence) > rev
 
+    def test_writes_fenced_on_several_fences_need_them_all(
+        self, store: Store, other: Store
+    ) -> None:
+        a = Fence("/t/owner-a", store.put("/t/owner-a", b"a"))
+        b = Fence("/t/owner-b", store.put("/t/owner-b", b"b"))
+        rev = store.put("/t/data", b"1", fence=(a, b))
+        assert store.put("/t/data", b"2", expect_revision=rev, fence=(a, b)) > rev
+        assert store.delete("/t/data", fence=(b, a)) is True
+        store.put("/t/data", b"3", fence=(a, b))
+        other.delete("/t/owner-b")  # b is taken over, a is not
+        other.put("/t/owner-b", b"taker", expect_revision=0)
+        before = store.revision()
+        for fences in [(a, b), (b, a)]:
+            with pytest.raises(FencedOut, match="'/t/owner-b'") as err:
+                store.put("/t/data", b"4", fence=fences)
+            assert "/t/owner-a" not in str(err.value)
+            with pytest.raises(FencedOut, match="'/t/owner-b'"):
+                store.delete("/t/data", fence=fences)
+        assert store.revision() == before  # nothing was written
+        assert store.get("/t/data").value == b"3"  # type: ignore[union-attr]
+        b = Fence("/t/owner-b", store.get("/t/owner-b").create_revision)  # type: ignore[union-attr]
+        assert store.delete("/t/data", fence=(a, b)) is True
+        with pytest.raises(ConflictError) as conflict:  # all fences hold: a plain conflict
+            store.put("/t/data", b"5", expect_revision=rev, fence=(a, b))
+        assert not isinstance(conflict.value, FencedOut)
+        assert store.put("/t/data", b"5", fence=()) > before  # no fences: unconditional
+
     def test_delete_with_expectation(self, store: Store) -> None:
         r1 = store.put("/t/a", b"1")
         r2 = store.put("/t/a", b"2")
@@ -312,6 +342,37 @@ class StoreContract:
             raise RuntimeError("boom")
         with store.lock("x", SHORT):
             pass
+
+    def test_a_held_lock_says_what_fences_it(self, store: Store, other: Store) -> None:
+        owner = Fence("/t/owner", store.put("/t/owner", b"replica-a"))
+        with store.lock("berlin-1", PATIENT) as held:
+            assert isinstance(held, HeldLock) and held.name == "berlin-1"
+            assert not held.lost.is_set()
+            if not self.caps.lock_can_be_lost:
+                assert held.fence is None  # cannot be lost while the process lives
+                return
+            assert held.fence is not None
+            rev = store.put("/t/data", b"1", fence=held.fence)
+            assert store.put("/t/data", b"2", fence=(owner, held.fence)) > rev
+            assert other.put("/t/data", b"3", fence=(held.fence, owner)) > rev  # any handle
+            other.delete("/t/owner")
+            other.put("/t/owner", b"replica-b", expect_revision=0)
+            with pytest.raises(FencedOut, match="'/t/owner'"):  # the lock holds, owner moved
+                store.put("/t/data", b"4", fence=(held.fence, owner))
+            owner = Fence("/t/owner", store.get("/t/owner").create_revision)  # type: ignore[union-attr]
+            assert store.delete("/t/data", fence=(owner, held.fence)) is True
+        assert not held.lost.is_set()  # released, not lost
+        with other.lock("berlin-1", PATIENT) as rival:
+            assert rival.fence is not None and rival.fence != held.fence
+            before = store.revision()
+            stale: list[Fences] = [held.fence, (owner, held.fence), (held.fence, owner)]
+            for fences in stale:
+                with pytest.raises(FencedOut, match="lock 'berlin-1'"):
+                    store.put("/t/data", b"late", fence=fences)
+                with pytest.raises(FencedOut, match="lock 'berlin-1'"):
+                    store.delete("/t/owner", fence=fences)
+            assert store.revision() == before and store.get("/t/data") is None
+            assert store.put("/t/data", b"rival", fence=(owner, rival.fence)) > before
 
     def test_lock_timeout_is_prompt_and_names_the_cloudlet(self, store: Store) -> None:
         release, thread = _hold_in_thread(store, "berlin-1")

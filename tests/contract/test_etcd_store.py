@@ -5,8 +5,12 @@ keep a held lock alive and release a dead holder's."""
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from store_contract import PATIENT, StoreCaps, StoreContract, concurrent_increments
 
-from cloudlet.errors import CloudletError, LockTimeout
+import cloudlet
+from cloudlet.errors import CloudletError, FencedOut, LockTimeout
 from cloudlet.store import etcd as etcd_module
 from cloudlet.store.base import Change, Store
 from cloudlet.store.etcd import EtcdStore, normalize_prefix
@@ -38,6 +43,7 @@ class TestEtcdStoreContract(StoreContract):
         child_factory="tests.integration.etcd_server:store_for_path",
         # The lease TTL, plus etcd's lease-expiry check and our poll interval.
         dead_holder_release_s=TEST_LOCK_TTL + 3.0,
+        lock_can_be_lost=True,
     )
 
     @pytest.fixture(autouse=True)
@@ -301,6 +307,106 @@ def test_held_lock_outlives_its_lease_ttl(server: EtcdServer, tmp_path: Path) ->
             pass
 
 
+def _raw_client(server: EtcdServer) -> pyetcd.MultiEndpointEtcd3Client:
+    return pyetcd.MultiEndpointEtcd3Client(
+        [pyetcd.Endpoint("127.0.0.1", server.client_port, secure=False)]
+    )
+
+
+def _lease_threads(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"lease-{name}" and t.is_alive()]
+
+
+def test_a_lock_whose_lease_ends_is_lost_and_fences_its_holder_out(
+    server: EtcdServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """etcd ends the holder's lease (as it does once the TTL passes unrenewed;
+    here revoked, so at once): the keepalive's next renewal hears TTL 0, sets
+    ``lost`` and says so once; a rival takes the lock, and the first holder's
+    fenced writes fail, naming the lock."""
+    caplog.set_level(logging.WARNING, logger="cloudlet.store.etcd")
+    with store_for_path(tmp_path) as holder, store_for_path(tmp_path) as rival:
+        with holder.lock("berlin-1", 1.0) as held:
+            assert held.fence is not None
+            holder.put("/t/data", b"held", fence=held.fence)
+            raw = _raw_client(server)
+            try:
+                _, meta = raw.get(f"{holder.prefix}/locks/berlin-1")
+                raw.revoke_lease(meta.lease_id)
+            finally:
+                raw.close()
+            assert held.lost.wait(TEST_LOCK_TTL), "the keepalive never noticed"
+            with rival.lock("berlin-1", 1.0) as taken:
+                rival.put("/t/data", b"rival", fence=taken.fence)
+                with pytest.raises(FencedOut, match="lock 'berlin-1' is lost"):
+                    holder.put("/t/data", b"late", fence=held.fence)
+                with pytest.raises(FencedOut, match="lock 'berlin-1' is lost"):
+                    holder.delete("/t/data", fence=held.fence)
+        assert holder.get("/t/data").value == b"rival"
+    assert not _lease_threads("berlin-1")  # no keepalive outlives its lock
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelno for r in errors] == [logging.ERROR], [r.getMessage() for r in errors]
+    message = errors[0].getMessage()
+    assert "lock berlin-1 is lost" in message and "nothing more will be done" in message
+
+
+_FROZEN_HOLDER = """
+import logging, sys
+from pathlib import Path
+from tests.integration.etcd_server import store_for_path
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+store = store_for_path(Path(sys.argv[1]))
+with store.lock("berlin-1", 10.0) as held:
+    print("locked", flush=True)
+    sys.stdin.readline()  # the parent froze us and let us go again
+    try:
+        store.put("/t/data", b"frozen holder", fence=held.fence)
+        print("wrote", flush=True)
+    except Exception as err:
+        print(type(err).__name__, err, flush=True)
+    print("lost" if held.lost.wait(10) else "not lost", flush=True)
+"""
+
+
+def test_a_frozen_holder_loses_its_lock_and_writes_nothing(
+    server: EtcdServer, tmp_path: Path
+) -> None:
+    """Issue 9's defect: a CLI sync frozen (SIGSTOP) past its lock's lease TTL
+    went on under the lock while another sync took it. Now its lock is
+    ``lost`` when it wakes, and the write it makes first anyway is fenced out."""
+    root = str(Path(cloudlet.__file__).resolve().parent.parent)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _FROZEN_HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": root, "CLOUDLET_TEST_ETCD": server.endpoint},
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        child.send_signal(signal.SIGSTOP)
+        # The lock is free once the frozen holder's lease expired: the TTL and etcd's check.
+        with store_for_path(tmp_path) as rival, rival.lock("berlin-1", TEST_LOCK_TTL + 5) as taken:
+            rival.put("/t/data", b"rival", fence=taken.fence)
+            child.send_signal(signal.SIGCONT)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            wrote = child.stdout.readline().strip()
+            lost = child.stdout.readline().strip()
+            assert rival.get("/t/data").value == b"rival"
+        _, stderr = child.communicate(timeout=PATIENT * 2)
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+            child.wait(PATIENT)
+    assert wrote.startswith("FencedOut fenced out: lock 'berlin-1' is lost"), wrote
+    assert lost == "lost"
+    assert stderr.count("is lost") == 1 and "ERROR lock berlin-1 is lost" in stderr, stderr
+
+
 # -- no lost update ----------------------------------------------------------
 
 
@@ -384,6 +490,52 @@ def test_a_watch_with_auth_outlives_an_outage() -> None:
                 assert time.monotonic() < deadline, seen
                 time.sleep(0.05)
             assert [c.value for c in seen] == [b"1", b"2"]
+            stop.set()
+            watcher.join(5)
+    finally:
+        stop.set()
+        private.cleanup()
+
+
+def test_a_broken_watch_says_so_once_and_when_it_is_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The watch retries in silence no more, nor with a warning per retry:
+    one warning with the error when it breaks, a note when it is back."""
+    caplog.set_level(logging.DEBUG, logger="cloudlet.store.etcdwatch")
+    private = EtcdServer().start()
+    stop = threading.Event()
+    seen: list[Change] = []
+
+    def records(level: int) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name.endswith("etcdwatch") and r.levelno == level]
+
+    def wait_for(what: str, done: object) -> None:
+        deadline = time.monotonic() + 20
+        while not done():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"never: {what}"
+            time.sleep(0.05)
+
+    try:
+        with EtcdStore(private.endpoint, timeout=1.0) as store:
+            start = store.revision() + 1
+            watcher = threading.Thread(
+                target=lambda: seen.extend(store.watch("/w/", start, stop)), daemon=True
+            )
+            watcher.start()
+            store.put("/w/a", b"1")
+            wait_for("the first change", lambda: len(seen) == 1)
+            private.stop()
+            wait_for("three more failed attempts", lambda: len(records(logging.DEBUG)) >= 3)
+            [warning] = records(logging.WARNING)
+            assert "watch on '/w/'" in warning.getMessage() and "retrying" in warning.getMessage()
+            assert records(logging.INFO) == []
+            private.start()
+            revision = store.put("/w/a", b"2")
+            wait_for("the change after the outage", lambda: seen[-1].mod_revision == revision)
+            [note] = records(logging.INFO)
+            assert "resumed after" in note.getMessage()
+            assert len(records(logging.WARNING)) == 1
             stop.set()
             watcher.join(5)
     finally:
