@@ -378,6 +378,10 @@ def open_etcd(endpoints: str) -> Store:
         timeout = float(env("CLOUDLET_ETCD_TIMEOUT") or DEFAULT_TIMEOUT_S)
     except ValueError:
         raise CloudletError("CLOUDLET_ETCD_TIMEOUT must be a number of seconds") from None
+    try:
+        lock_ttl = int(env("CLOUDLET_ETCD_LOCK_TTL") or DEFAULT_LOCK_TTL_S)
+    except ValueError:
+        raise CloudletError("CLOUDLET_ETCD_LOCK_TTL must be a whole number of seconds") from None
     return EtcdStore(
         endpoints,
         prefix=env("CLOUDLET_ETCD_PREFIX", DEFAULT_PREFIX),
@@ -387,6 +391,7 @@ def open_etcd(endpoints: str) -> Store:
         cert=env("CLOUDLET_ETCD_CERT") or None,
         key=env("CLOUDLET_ETCD_KEY") or None,
         timeout=timeout,
+        lock_ttl=lock_ttl,
     )
 
 

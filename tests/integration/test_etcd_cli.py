@@ -5,11 +5,24 @@ state directory. A bad endpoint is one plain line, never a traceback."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import NO_ROUTER, ROUTER, cli, describe, edited_copy, fake_ls, ok, tagged_ids
+from conftest import (
+    NO_ROUTER,
+    ROUTER,
+    cli,
+    cli_argv,
+    cli_env,
+    describe,
+    duplicates,
+    edited_copy,
+    fake_ls,
+    ok,
+    tagged_ids,
+)
 from etcd_server import (
     EtcdServer,
     etcd,  # noqa: F401 - the fixture, used by name
@@ -107,3 +120,66 @@ def test_unreachable_or_invalid_etcd_is_one_plain_line(state_dir: Path) -> None:
     bad_prefix = {"CLOUDLET_ETCD_PREFIX": "/a/kv"}
     line = _one_line_failure(cli("--etcd", dead, "get", "x", state_dir=state_dir, env=bad_prefix))
     assert "invalid etcd key prefix" in line
+
+
+def test_a_sync_frozen_past_its_lock_starts_nothing_more(
+    etcd: EtcdServer,  # noqa: F811
+    tmp_path: Path,
+    state_dir: Path,
+) -> None:
+    """Issue 9's reproduction: a CLI sync frozen (SIGSTOP) for longer than its
+    lock's TTL while a second sync takes the lock and converges. Resumed, the
+    first finishes at most the calls it had on the wire, starts no new step,
+    writes no journal entry or status, and exits non-zero saying why."""
+    slow = edited_copy(NO_ROUTER, tmp_path / "slow.yaml", "latencyMs: 20", "latencyMs: 150")
+    prefix = f"/frozen-{tmp_path.name}"
+    env = cli_env({"CLOUDLET_ETCD_PREFIX": prefix, "CLOUDLET_ETCD_LOCK_TTL": "2"})
+    argv = cli_argv(state_dir, "--etcd", etcd.endpoint, "sync", slow, "--yes", "--parallelism", "2")
+    first = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    try:
+        assert first.stdout is not None
+        while sum(_finished(line) for line in lines) < 3:  # a few steps done, more to go
+            line = first.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        first.send_signal(signal.SIGSTOP)
+        done_when_frozen = sum(_finished(line) for line in lines)
+        second_env = {"CLOUDLET_ETCD_PREFIX": prefix, "CLOUDLET_LOCK_TIMEOUT": "60"}
+        second = cli(
+            "--etcd",
+            etcd.endpoint,
+            "sync",
+            slow,
+            "--yes",
+            "--json",
+            state_dir=state_dir,
+            env=second_env,
+            timeout=120,
+        )
+        assert json.loads(ok(second).stdout)["outcome"] == "converged"
+    finally:
+        first.send_signal(signal.SIGCONT)
+    rest, _ = first.communicate(timeout=60)
+    lines += rest.splitlines(keepends=True)
+    output = "".join(lines)
+    assert first.returncode == 1, output
+    assert "lost the cloudlet's lock" in output, output
+    assert "Traceback" not in output, output
+    after = sum(_finished(line) for line in lines) - done_when_frozen
+    assert after <= 2, f"{after} steps finished after the resume (parallelism 2):\n{output}"
+    # Nothing duplicated, nothing left behind, and the second sync's verdict stands.
+    rows = fake_ls(state_dir, "berlin-1")
+    assert duplicates(tagged_ids(rows)) == []
+    assert ok(on_etcd(etcd, prefix, state_dir, "plan", slow), 0)
+    with EtcdStore(etcd.endpoint, prefix=prefix) as store:
+        repo = StateRepo(store)
+        record = repo.get_sync("berlin-1")
+        assert record is not None and record.converged, record
+        assert repo.journal_pending("berlin-1") == []
+
+
+def _finished(line: str) -> bool:
+    return line.lstrip().startswith(("created ", "updated ", "deleted "))
