@@ -241,7 +241,7 @@ class Daemon:
             spread = self.options.resync * self.options.jitter
             self.queue.add(name, self.options.resync + self.rng.uniform(-spread, spread))
         elif outcome == "terminal":
-            self.queue.forget(name)  # no retry can fix it: wait for a new revision
+            self.queue.drop(name)  # no retry can fix it: wait for a new revision
         elif outcome == "superseded":
             self.queue.forget(name)
             self.queue.add(name)  # the newer revision, at once

@@ -66,6 +66,13 @@ class WorkQueue:
         with self._cond:
             self._failures.pop(key, None)
 
+    def drop(self, key: str) -> None:
+        """After a terminal error: nothing queued for ``key`` until it is added anew."""
+        with self._cond:
+            self._failures.pop(key, None)
+            self._due.pop(key, None)  # its heap entry is skipped as superseded
+            self._again.pop(key, None)
+
     def get(self, timeout: float | None = None) -> str | None:
         """The next due key (marked active), or None on timeout or close."""
         deadline = None if timeout is None else self._clock() + timeout

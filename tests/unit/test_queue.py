@@ -83,3 +83,17 @@ def test_a_claim_fails_on_a_key_in_work_and_holds_a_key_off_workers():
     assert q.get(timeout=0) is None  # held by the claim
     q.done("b")
     assert q.get(timeout=0) == "b"
+
+
+def test_drop_forgets_what_was_queued_and_the_backoff() -> None:
+    now = [0.0]
+    q = WorkQueue(clock=lambda: now[0])
+    q.add("a", 5.0)
+    q.retry("b")
+    q.drop("a")
+    q.drop("b")
+    assert q.depth() == 0
+    now[0] = 100.0
+    assert q.get(timeout=0) is None
+    q.add("a")
+    assert q.get(timeout=0) == "a"
