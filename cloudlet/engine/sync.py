@@ -266,7 +266,7 @@ class Engine:
                     res.outcome,
                     _shift(res.started, offset),
                     _shift(res.finished, offset),
-                    runner.attempts.get(step.change.id, 0),
+                    runner.attempts.get(step.key, 0),
                     res.error,
                     round_no,
                 )
