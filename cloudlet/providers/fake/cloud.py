@@ -405,7 +405,12 @@ class FakeCloud:
             " WHERE e.owner = ? AND e.dep = ? ORDER BY o.tag LIMIT 3",
             (owner, tag),
         ).fetchall()
-        if tag is not None and users:
+        # Users name what they use; while another copy of that name remains
+        # (see ``copy``), they are not left without it.
+        other = conn.execute(
+            "SELECT 1 FROM objects WHERE owner = ? AND tag = ? AND uid <> ?", (owner, tag, uid)
+        ).fetchone()
+        if tag is not None and users and other is None:
             message = f"{tag}: conflict: still in use by {', '.join(u[0] for u in users)}"
             self._refuse(conn, owner, "delete", message)
             raise ProviderError(message, transient=True)
