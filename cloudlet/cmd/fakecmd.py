@@ -42,6 +42,12 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cp(args: argparse.Namespace) -> int:
+    copy = _cloud(args).copy(args.name, args.id)
+    print(f"copied {args.id} as {copy.uid} (out of band)")
+    return 0
+
+
 def cmd_set(args: argparse.Namespace) -> int:
     key, sep, value = args.assignment.partition("=")
     if not sep or not key:
@@ -63,6 +69,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=cmd_rm)
+    p = fsub.add_parser("cp", help="duplicate an object (uid or kind/name) out of band")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(handler=cmd_cp)
     p = fsub.add_parser("set", help="change an attribute out of band")
     p.add_argument("name", metavar="NAME")
     p.add_argument("id", metavar="ID")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cloudlet.engine.report import SyncReport
-from cloudlet.planner import Plan
+from cloudlet.planner import Action, Plan
 from cloudlet.shepherd.status import Status
 
 SIGILS = {
@@ -33,16 +34,25 @@ def print_plan(console: Console, plan: Plan, *, limit: int = 400) -> None:
         console.print(f"[bold]{plan.cloudlet}[/]: no changes; the cloudlet matches its spec.")
         return
     console.print(f"[bold]{plan.cloudlet}[/]: {plan_summary(plan)}")
-    width = max(len(a.id) for a in plan.actions[:limit])
-    for action in plan.actions[:limit]:
+    shown = plan.actions[:limit]
+    labels = _labels(shown)
+    width = max(len(label) for label in labels)
+    for action, label in zip(shown, labels, strict=True):
         sigil, colour = SIGILS[action.op]
         console.print(
-            f"  [{colour}]{sigil:>3} {action.id:<{width}}[/]  [dim]{escape(action.reason)}[/]",
+            f"  [{colour}]{sigil:>3} {escape(label):<{width}}[/]  [dim]{escape(action.reason)}[/]",
             highlight=False,
             markup=True,
         )
     if len(plan.actions) > limit:
         console.print(f"  … and {len(plan.actions) - limit} more (use --json for all)")
+
+
+def _labels(actions: Sequence[Action]) -> list[str]:
+    """Each action's id, as ``id@uid`` where several act on copies of one id
+    (an update and the deletes of its duplicates): which copy each one is."""
+    many = {rid for rid, n in Counter(a.id for a in actions).items() if n > 1}
+    return [f"{a.id}@{a.uid}" if a.id in many and a.uid else a.id for a in actions]
 
 
 PAST = {"create": "created", "update": "updated", "replace": "replaced", "delete": "deleted"}

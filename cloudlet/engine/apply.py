@@ -4,6 +4,11 @@ The journal entry is written before the provider is called and removed
 after it answers, so a run killed in between leaves a record of what was in
 flight; the next run re-observes and the provider adopts by tag whatever
 the killed call created, so nothing is created twice.
+
+Entries and attempt counts are keyed by the step (``Step.key``), the walk's
+own unit: the steps on copies of one id (``delete:vm/x@uid``), or the
+delete and create of one replacement, may run side by side or one after
+the other, and each is on record by itself.
 """
 
 from __future__ import annotations
@@ -49,13 +54,14 @@ class StepRunner:
     sleep: Callable[[float], None] = time.sleep
     wallclock: Callable[[], float] = time.time
     seed: int | None = None
+    #: Provider calls each step took, by step key.
     attempts: dict[str, int] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     def __call__(self, step: Step) -> None:
-        key = self.repo.journal_begin(self.owner, step.change.id, step.phase, self.wallclock())
+        key = self._begin(step)
         tally = Attempts()
-        rng = random.Random(f"{self.seed}:{step.change.id}") if self.seed is not None else None
+        rng = random.Random(f"{self.seed}:{step.key}") if self.seed is not None else None
         try:
             call_with_retry(
                 lambda: _call(self.provider, self.owner, step),
@@ -65,20 +71,23 @@ class StepRunner:
                 attempts=tally,
             )
         except ProviderError as err:
-            log.warning(
-                "%s %s failed after %d attempts: %s",
-                step.phase,
-                step.change.id,
-                tally.count,
-                err,
-            )
+            log.warning("%s failed after %d attempts: %s", step.key, tally.count, err)
             self._done(step, key, tally)
             raise
         # Anything else (a crash, an interrupt) leaves the journal entry: the
         # action really is in flight as far as anyone can tell.
         self._done(step, key, tally)
 
+    def _begin(self, step: Step) -> str:
+        current = step.change.current
+        # A replacement's create acts on no existing object: the old one is
+        # its delete step's.
+        uid = current.uid if current is not None and step.phase != "create" else None
+        return self.repo.journal_begin(
+            self.owner, step.key, step.phase, self.wallclock(), resource=step.change.id, uid=uid
+        )
+
     def _done(self, step: Step, key: str, tally: Attempts) -> None:
         with self._lock:
-            self.attempts[step.change.id] = tally.count
+            self.attempts[step.key] = tally.count
         self.repo.journal_end(key)

@@ -284,7 +284,7 @@ class _Run:
                     res.outcome,
                     _shift(res.started, offset),
                     _shift(res.finished, offset),
-                    runner.attempts.get(step.change.id, 0),
+                    runner.attempts.get(step.key, 0),
                     res.error,
                     round_no,
                 )
@@ -299,7 +299,7 @@ class _Run:
                 "re-observing and adopting by tag",
                 self.name,
                 len(pending),
-                ", ".join(sorted(p.action_id for p in pending)[:5]),
+                ", ".join(sorted(p.step for p in pending)[:5]),
             )
             self.repo.journal_clear(self.name)
 

@@ -28,7 +28,9 @@ class Change:
     reason: str
     desired: Resource | None = None
     current: Observed | None = None
-    #: Set for a duplicate object: the delete targets this object only.
+    #: Set for a copy after the first of one id (a duplicate to delete, the id
+    #: wanted or not): the delete targets this object only, and its step is
+    #: keyed by the object's uid so that every copy has a step of its own.
     duplicate: bool = False
 
 
@@ -73,6 +75,13 @@ def group_observed(actual: Iterable[Observed]) -> dict[str, list[Observed]]:
     return dict(groups)
 
 
+def _unwanted(rid: str, objs: Sequence[Observed]) -> list[Change]:
+    """Every copy of an id no longer in the spec goes; those after the first
+    are duplicates, or their steps would share one key and all but one be lost."""
+    why = "not in the desired state"
+    return [Change("delete", rid, why, None, o, duplicate=n > 0) for n, o in enumerate(objs)]
+
+
 def _duplicates(rid: str, objs: Sequence[Observed]) -> list[Change]:
     keep = objs[0]
     return [
@@ -98,7 +107,7 @@ def diff(
     for rid in sorted(set(want) | set(have)):
         objs = have.get(rid, [])
         if rid not in want:
-            changes += [Change("delete", rid, "not in the desired state", None, o) for o in objs]
+            changes += _unwanted(rid, objs)
             continue
         if not objs:
             changes.append(Change("create", rid, "does not exist", want[rid]))

@@ -77,13 +77,16 @@ def _teardown_edges(
 
 
 def build_graph(changes: Sequence[Change]) -> nx.DiGraph:
-    """Steps as nodes (keyed ``phase:id``, data ``step``); edge a→b: a first."""
+    """Steps as nodes (keyed ``phase:id``, or ``phase:id@uid`` for a copy
+    after the first; data ``step``); edge a→b: a first."""
     graph: nx.DiGraph = nx.DiGraph()
     steps: dict[str, Step] = {}
     build: dict[str, str] = {}
     teardown: dict[str, list[str]] = defaultdict(list)
     for change in changes:
         for step in steps_of(change):
+            if step.key in steps:  # a lost step would be a copy never acted on
+                raise PlanError(f"two changes make one step {step.key}")
             steps[step.key] = step
             graph.add_node(step.key, step=step)
             if step.phase == "delete":

@@ -23,8 +23,23 @@ class Action:
     after: tuple[str, ...]
     change: Change = attrs.field(eq=False, repr=False)
 
+    @property
+    def uid(self) -> str | None:
+        """The observed object this action updates, replaces or deletes: with
+        copies of one id, which copy it is. None for a create."""
+        current = self.change.current
+        return current.uid if current is not None else None
+
     def to_json(self) -> dict[str, Any]:
-        return {"op": self.op, "id": self.id, "reason": self.reason, "after": list(self.after)}
+        out: dict[str, Any] = {
+            "op": self.op,
+            "id": self.id,
+            "reason": self.reason,
+            "after": list(self.after),
+        }
+        if self.uid is not None:
+            out["uid"] = self.uid
+        return out
 
 
 @attrs.frozen(eq=False)
@@ -52,8 +67,9 @@ class Plan:
 
 
 def _action_key(change: Change) -> str:
-    uid = change.current.uid if change.duplicate and change.current else ""
-    return f"{change.id}@{uid}" if uid else change.id
+    """One action per change: a replacement's two steps are one action, the
+    steps on different copies of one id are not (they act on other objects)."""
+    return f"{change.id}@{change.current.uid}" if change.current else change.id
 
 
 def _actions(graph: nx.DiGraph) -> tuple[Action, ...]:

@@ -11,7 +11,7 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
     /cloudlet/sync/<name>                    SyncRecord: the last reconcile's outcome
     /cloudlet/status/<name>                  {...}   what `cloudlet status` shows
     /cloudlet/ports/<name>                   [PortMapping, ...]
-    /cloudlet/journal/<name>/<action-key>    {"action_id", "op", "at", "by"?}
+    /cloudlet/journal/<name>/<step-key>      {"step", "op", "id", "uid"?, "at", "by"?}
 
 - ``desired`` is the operator's spec as a JSON document; its key's mod
   revision is the document's revision (what ``history`` and ``rollback --to``
@@ -27,9 +27,13 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
   outcome, terminal or not): what the daemon decides a resync from. The
   ``status`` beside it is Shepherd's display document; nothing reads it back
   to decide anything.
-- ``journal`` holds actions that were started and not yet finished; after a
+- ``journal`` holds steps that were started and not yet finished; after a
   crash the engine finds them here and re-observes those resources before
-  retrying. ``<action-key>`` is the action id with ``/`` percent-quoted.
+  retrying. One entry per step of the plan's graph, so steps on copies of
+  one id that run at once are each on record: ``<step-key>`` is the step's
+  key (``phase:id``, or ``phase:id@uid`` for one observed copy of several),
+  percent-quoted; the value names the phase (``op``), the resource ``id``
+  and, for a step on an existing object, that object's ``uid``.
 
 No value holds a secret: documents, observations, port numbers and journal
 entries are all things an operator may print. Credentials stay with the
@@ -103,10 +107,20 @@ class SyncRecord:
 
 @attrs.frozen
 class JournalEntry:
-    action_id: str
+    """A step begun and not yet ended: what recovery names as in flight."""
+
+    #: The step's key in the plan's graph (``phase:id`` or ``phase:id@uid``).
+    step: str
+    #: The phase the provider was called for (create, update, delete).
     op: str
+    #: The resource id.
+    id: str
+    #: The existing object the step acts on; None for a create.
+    uid: str | None
     at: float
+    #: The store key, for ``journal_end``.
     key: str
+    by: str | None = None
 
 
 def encode(value: Any) -> bytes:
@@ -134,8 +148,8 @@ def history_key(name: str, revision: int) -> str:
     return f"{HISTORY}{_check_name(name)}/{revision:020d}"
 
 
-def journal_key(name: str, action_id: str) -> str:
-    return f"{JOURNAL}{_check_name(name)}/{quote(action_id, safe='')}"
+def journal_key(name: str, step: str) -> str:
+    return f"{JOURNAL}{_check_name(name)}/{quote(step, safe='')}"
 
 
 class StateRepo:
@@ -301,10 +315,16 @@ class StateRepo:
 
     # -- journal of in-flight actions ---------------------------------------
 
-    def journal_begin(self, name: str, action_id: str, op: str, at: float) -> str:
-        """Record that an action started; returns the key ``journal_end`` takes."""
-        key = journal_key(name, action_id)
-        entry: dict[str, Any] = {"action_id": action_id, "op": op, "at": at}
+    def journal_begin(
+        self, name: str, step: str, op: str, at: float, *, resource: str, uid: str | None = None
+    ) -> str:
+        """Record that step ``step`` (its graph key) of phase ``op`` on
+        ``resource`` started, acting on the existing object ``uid`` if any;
+        returns the key ``journal_end`` takes."""
+        key = journal_key(name, step)
+        entry: dict[str, Any] = {"step": step, "op": op, "id": resource, "at": at}
+        if uid is not None:
+            entry["uid"] = uid
         if self.actor is not None:
             entry["by"] = self.actor
         record = encode(entry)
@@ -318,12 +338,19 @@ class StateRepo:
         self.store.delete(key, fence=self._fence(name))
 
     def journal_pending(self, name: str) -> list[JournalEntry]:
-        """Actions begun and never ended (in flight, or cut off by a crash)."""
-        entries = []
-        for e in self.store.list(f"{JOURNAL}{_check_name(name)}/"):
-            data = decode(e.value)
-            entries.append(JournalEntry(data["action_id"], data["op"], float(data["at"]), e.key))
+        """Steps begun and never ended (in flight, or cut off by a crash)."""
+        listed = self.store.list(f"{JOURNAL}{_check_name(name)}/")
+        entries = [self._journal_entry(e) for e in listed]
         return sorted(entries, key=lambda j: (j.at, j.key))
+
+    @staticmethod
+    def _journal_entry(entry: Entry) -> JournalEntry:
+        data = decode(entry.value)
+        op, at = data["op"], float(data["at"])
+        # Left by a release that journaled by resource id: {"action_id": id}.
+        rid = data.get("id", data.get("action_id"))
+        step = data.get("step") or f"{op}:{rid}"
+        return JournalEntry(step, op, rid, data.get("uid"), at, entry.key, data.get("by"))
 
     def journal_clear(self, name: str) -> None:
         for e in self.store.list(f"{JOURNAL}{_check_name(name)}/"):

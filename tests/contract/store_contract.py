@@ -477,19 +477,49 @@ class StoreContract:
         assert repo.get_sync("other") is None
 
     def test_journal(self, repo: StateRepo) -> None:
-        k1 = repo.journal_begin("c", "vm/game", "create", at=2.0)
-        k2 = repo.journal_begin("c", "network/internal", "create", at=1.0)
-        repo.journal_begin("other", "vm/x", "delete", at=1.0)
+        k1 = repo.journal_begin("c", "create:vm/game", "create", at=2.0, resource="vm/game")
+        k2 = repo.journal_begin(
+            "c", "create:network/internal", "create", at=1.0, resource="network/internal"
+        )
+        repo.journal_begin("other", "delete:vm/x", "delete", at=1.0, resource="vm/x", uid="u1")
         pending = repo.journal_pending("c")
-        assert [(j.action_id, j.op, j.at, j.key) for j in pending] == [
-            ("network/internal", "create", 1.0, k2),
-            ("vm/game", "create", 2.0, k1),
+        assert [(j.step, j.op, j.id, j.uid, j.at, j.key) for j in pending] == [
+            ("create:network/internal", "create", "network/internal", None, 1.0, k2),
+            ("create:vm/game", "create", "vm/game", None, 2.0, k1),
         ]
         repo.journal_end(k1)
-        assert [j.action_id for j in repo.journal_pending("c")] == ["network/internal"]
+        assert [j.step for j in repo.journal_pending("c")] == ["create:network/internal"]
         repo.journal_clear("c")
         assert repo.journal_pending("c") == []
-        assert [j.action_id for j in repo.journal_pending("other")] == ["vm/x"]
+        assert [(j.step, j.uid) for j in repo.journal_pending("other")] == [("delete:vm/x", "u1")]
+
+    def test_journal_keeps_every_step_on_copies_of_one_id(self, repo: StateRepo) -> None:
+        """Steps on copies of one id run at once: each is an entry of its own,
+        and ending one leaves the others on record."""
+        steps = [("update:vm/x", "update", "u1"), ("delete:vm/x@u2", "delete", "u2")]
+        steps.append(("delete:vm/x@u3", "delete", "u3"))
+        keys = [repo.journal_begin("c", s, op, 1.0, resource="vm/x", uid=u) for s, op, u in steps]
+        assert len(set(keys)) == 3
+        for k in keys:  # /cloudlet/journal/<name>/<quoted step key>
+            assert k.startswith("/cloudlet/journal/c/")
+            assert "/" not in k.removeprefix("/cloudlet/journal/c/"), k
+        got = [(j.step, j.op, j.id, j.uid) for j in repo.journal_pending("c")]
+        assert sorted(got) == sorted((s, op, "vm/x", u) for s, op, u in steps)
+        repo.journal_end(keys[0])
+        assert sorted(j.step for j in repo.journal_pending("c")) == [s for s, _, _ in steps[1:]]
+
+    def test_journal_reads_an_entry_keyed_by_resource_id(self, repo: StateRepo) -> None:
+        """What an older release left behind is still named after a crash."""
+        key = "/cloudlet/journal/c/vm%2Fgame"
+        repo.store.put(key, b'{"action_id":"vm/game","at":1.0,"op":"create"}')
+        [entry] = repo.journal_pending("c")
+        assert (entry.step, entry.op, entry.id, entry.uid, entry.key) == (
+            "create:vm/game",
+            "create",
+            "vm/game",
+            None,
+            key,
+        )
 
     def test_forget_keeps_history_only(self, repo: StateRepo) -> None:
         r1 = repo.put_desired("c", {"v": 1}, at=1.0)
@@ -497,7 +527,7 @@ class StoreContract:
         repo.put_status("c", {"ok": True})
         repo.put_sync("c", SyncRecord(r1, "converged", "no changes", 2.0))
         repo.put_ports("c", [PortMapping("root", "game", "tcp", 80, 80)])
-        repo.journal_begin("c", "vm/game", "delete", at=1.0)
+        repo.journal_begin("c", "delete:vm/game", "delete", at=1.0, resource="vm/game", uid="u")
         repo.forget("c")
         assert repo.get_desired("c") is None and repo.get_status("c") is None
         assert repo.get_sync("c") is None and repo.get_ports("c") == ()

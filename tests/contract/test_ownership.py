@@ -79,14 +79,14 @@ def test_a_replica_that_lost_its_lease_can_write_nothing(store: SqliteStore) -> 
     a, b = pair(store, clock)
     assert a.acquire("site-x")
     repo_a = StateRepo(store).fenced(a.fence)
-    key = repo_a.journal_begin("site-x", "vm/one", "create", at=0)
+    key = repo_a.journal_begin("site-x", "create:vm/one", "create", at=0, resource="vm/one")
     repo_a.journal_end(key)
     a.renew()  # renewal keeps a's fence valid
     repo_a.put_status("site-x", {"ok": True})
     clock.now += 11  # a paused past its lease
     assert b.acquire("site-x")
     with pytest.raises(FencedOut):
-        repo_a.journal_begin("site-x", "vm/two", "create", at=0)
+        repo_a.journal_begin("site-x", "create:vm/two", "create", at=0, resource="vm/two")
     with pytest.raises(FencedOut):
         repo_a.put_status("site-x", {"ok": False})
     assert a.renew() == ["site-x"]  # a learns it lost the cloudlet

@@ -175,6 +175,64 @@ def test_drift_tour_and_destroy(state_dir: Path) -> None:
     assert tagged_ids(fake_ls(state_dir, "berlin-1")) == []
 
 
+def test_plan_json_names_the_copy_each_delete_removes(tmp_path: Path, state_dir: Path) -> None:
+    """Copies of one id (a create retried after its answer was lost, on a cloud
+    whose names are not unique) each get a delete of their own, and the plan
+    says which object each delete removes: the uid `fake ls` shows."""
+    ok(cli("sync", NO_ROUTER, "--yes", state_dir=state_dir))
+    for rid in ("vm/game", "vm/game", "vm/chat", "vm/chat"):
+        ok(cli("fake", "cp", "berlin-1", rid, state_dir=state_dir))
+    rows = fake_ls(state_dir, "berlin-1")
+    uids = {rid: {r["uid"] for r in rows if r["id"] == rid} for rid in ("vm/game", "vm/chat")}
+    assert [len(u) for u in uids.values()] == [3, 3]
+
+    # Both are wanted: one copy of each stays, the two others go, each by its uid.
+    plan = plan_json(NO_ROUTER, state_dir, code=2)
+    assert sorted((a["op"], a["id"]) for a in plan["actions"]) == [
+        ("delete", "vm/chat"),
+        ("delete", "vm/chat"),
+        ("delete", "vm/game"),
+        ("delete", "vm/game"),
+    ]
+    deletes = [a for a in plan["actions"] if a["id"] == "vm/game"]
+    removed = [a["uid"] for a in deletes]
+    assert len(set(removed)) == 2 and set(removed) < uids["vm/game"]
+    (kept,) = uids["vm/game"] - set(removed)
+    assert [a["reason"] for a in deletes] == [f"duplicate of {kept}"] * 2
+    shown = ok(cli("plan", NO_ROUTER, state_dir=state_dir), 2).stdout
+    for uid in removed:
+        assert f"vm/game@{uid}" in shown, shown
+
+    # vm/chat is no longer wanted: every copy goes, each by its uid.
+    without_chat = edited_copy(
+        NO_ROUTER,
+        tmp_path / "no-chat.yaml",
+        "    - name: chat\n      network: internal\n      image: chat-server-v1\n"
+        "      flavor: m1.small\n"
+        "      expose: {loadBalancer: root, ports: [{protocol: tcp, port: 443}]}\n",
+        "",
+    )
+    plan = plan_json(without_chat, state_dir, code=2)
+    chat = [a for a in plan["actions"] if a["id"] == "vm/chat"]
+    assert [a["op"] for a in chat] == ["delete"] * 3, plan
+    assert {a["uid"] for a in chat} == uids["vm/chat"]
+    port = next(a for a in plan["actions"] if a["id"] == "port/chat")
+    assert port["op"] == "delete" and "vm/chat" in port["after"]
+
+    summary = cli_json("sync", without_chat, "--yes", "--json", state_dir=state_dir)
+    assert summary["outcome"] == "converged" and summary["rounds"] == 1, summary
+    after = fake_ls(state_dir, "berlin-1")
+    ids = tagged_ids(after)
+    assert not duplicates(ids) and "vm/chat" not in ids and "port/chat" not in ids
+    assert [r["uid"] for r in after if r["id"] == "vm/game"] == [kept]
+    ok(cli("plan", without_chat, state_dir=state_dir), 0)
+    cloud = FakeCloud.for_state_dir(state_dir)
+    try:
+        assert cloud.violations() == []  # no port deleted under a copy still on it
+    finally:
+        cloud.close()
+
+
 # --- graph ---------------------------------------------------------------------------
 
 

@@ -181,6 +181,63 @@ def test_kill_9_mid_replacement_then_resync(tmp_path: Path, state_dir: Path) -> 
     assert after["network/internal"]["uid"] == before["network/internal"]
 
 
+def journal_after(state_dir: Path) -> list[tuple[str, str, str, str | None]]:
+    """What the store's journal holds for the cloudlet: (step, op, id, uid)."""
+    from cloudlet.store.records import StateRepo
+    from cloudlet.store.sqlite import open_store
+
+    store = open_store(state_dir)
+    try:
+        return sorted((j.step, j.op, j.id, j.uid) for j in StateRepo(store).journal_pending(NAME))
+    finally:
+        store.close()
+
+
+def test_kill_9_with_three_copies_of_one_id_in_flight_then_resync(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """Three copies of one VM plan to three steps that run side by side (an
+    update of the one kept, a delete of each other). Each is journaled on
+    its own: a kill while all three are in flight leaves all three on
+    record, and the next run finishes the job with one object per id."""
+    fast = write_spec(tmp_path / "crashy.yaml", latency_ms=0)
+    ok(cli("sync", fast, "--yes", state_dir=state_dir))
+    expected = tagged_ids(fake_ls(state_dir, NAME))
+    for _ in range(2):
+        ok(cli("fake", "cp", NAME, "vm/vm-0", state_dir=state_dir))
+    copies = [r["uid"] for r in fake_ls(state_dir, NAME) if r["id"] == "vm/vm-0"]
+    assert len(set(copies)) == 3
+    for uid in copies:  # drift on every copy: the one kept is updated
+        ok(cli("fake", "set", NAME, uid, "flavor=m1.tiny", state_dir=state_dir))
+    plan = plan_json(fast, state_dir, code=2)["actions"]
+    assert sorted((a["op"], a["id"]) for a in plan) == [
+        ("delete", "vm/vm-0"),
+        ("delete", "vm/vm-0"),
+        ("update", "vm/vm-0"),
+    ]
+    (kept,) = (a["uid"] for a in plan if a["op"] == "update")
+    removed = sorted(a["uid"] for a in plan if a["op"] == "delete")
+    assert sorted([kept, *removed]) == sorted(copies)
+
+    # Each call commits halfway through its 2 s: killed once a copy is gone,
+    # the run has heard back from none of the three.
+    slow = write_spec(tmp_path / "crashy-slow.yaml", latency_ms=2000)
+    objects = count_objects(state_dir)
+    proc = spawn("sync", slow, "--yes", "--parallelism", "3", state_dir=state_dir)
+    kill_when(proc, state_dir, objects, fewer=True)
+    assert journal_after(state_dir) == sorted(
+        [("update:vm/vm-0", "update", "vm/vm-0", kept)]
+        + [(f"delete:vm/vm-0@{uid}", "delete", "vm/vm-0", uid) for uid in removed]
+    )
+
+    summary = cli_json("sync", fast, "--yes", "--json", state_dir=state_dir)
+    assert summary["outcome"] == "converged", summary
+    assert journal_after(state_dir) == []
+    assert_converged(fast, state_dir, expected)
+    (vm,) = (r for r in fake_ls(state_dir, NAME) if r["id"] == "vm/vm-0")
+    assert vm["uid"] == kept and vm["attrs"]["flavor"] != "m1.tiny"
+
+
 def test_concurrent_syncs_of_one_cloudlet(tmp_path: Path, state_dir: Path) -> None:
     spec = write_spec(tmp_path / "crashy.yaml", latency_ms=50)
     expected = fresh_creates(spec, tmp_path)

@@ -433,12 +433,16 @@ def test_the_journal_replay_finds_an_overlap_when_there_is_one(
     since = store.revision() + 1
     a = StateRepo(store, actor="a")
     b = StateRepo(store, actor="b")
-    first = a.journal_begin("site-x", "vm/one", "create", 1.0)
+
+    def begin(repo: StateRepo, name: str, rid: str, at: float) -> str:
+        return repo.journal_begin(name, f"create:{rid}", "create", at, resource=rid)
+
+    first = begin(a, "site-x", "vm/one", 1.0)
     a.journal_end(first)
-    b.journal_end(b.journal_begin("site-x", "vm/two", "create", 2.0))  # after a: fine
-    a.journal_begin("site-x", "vm/three", "create", 3.0)  # left open...
-    b.journal_begin("site-x", "vm/four", "create", 4.0)  # ... while b begins: overlap
-    b.journal_begin("site-y", "vm/one", "create", 5.0)  # another cloudlet: fine
+    b.journal_end(begin(b, "site-x", "vm/two", 2.0))  # after a: fine
+    begin(a, "site-x", "vm/three", 3.0)  # left open...
+    begin(b, "site-x", "vm/four", 4.0)  # ... while b begins: overlap
+    begin(b, "site-y", "vm/one", 5.0)  # another cloudlet: fine
     overlaps = _journal_overlaps(store, since, dead={})
     assert len(overlaps) == 1 and overlaps[0].startswith("site-x @ ")
     assert "b began while {'a'} acted" in overlaps[0]

@@ -159,6 +159,20 @@ class FakeCloud:
             conn.execute("UPDATE objects SET attrs = ? WHERE uid = ?", (json.dumps(values), row[0]))
             return Observed(row[0], row[1], row[2], values, json.loads(row[4]))
 
+    def copy(self, owner: str, uid_or_id: str) -> Observed:
+        """A second object with the same tag, attributes and dependencies.
+
+        Names are not unique in a real cloud, so a client that retries a
+        create whose answer was lost can end up with two servers of one name;
+        the engine must then delete all but one. The cloud's own ``create``
+        never makes one (it adopts by tag); the operator's console does. The
+        copy reuses the original's address rather than allocating one.
+        """
+        with self._db.write() as conn:
+            row = self._find(conn, owner, uid_or_id)
+            values, deps = json.loads(row[3]), json.loads(row[4])
+            return self._insert(conn, owner, row[2], row[1], values, deps, None)
+
     def add_untagged(self, owner: str, kind: str, attrs: Mapping[str, AttrValue]) -> Observed:
         """A foreign object (made by hand, or by another tool) in the owner's project."""
         if kind not in KINDS:
@@ -221,8 +235,11 @@ class FakeCloud:
         return conn.execute(sql, (owner,)).fetchall()
 
     def _find(self, conn: sqlite3.Connection, owner: str, uid_or_id: str) -> Row:
-        sql = f"SELECT {_COLUMNS} FROM objects WHERE owner = ? AND (uid = ? OR tag = ?)"
-        row: Row | None = conn.execute(sql, (owner, uid_or_id, uid_or_id)).fetchone()
+        sql = (
+            f"SELECT {_COLUMNS} FROM objects WHERE owner = ? AND (uid = ? OR tag = ?)"
+            " ORDER BY uid <> ?, seq"  # a uid first, else the oldest copy of a tag
+        )
+        row: Row | None = conn.execute(sql, (owner, uid_or_id, uid_or_id, uid_or_id)).fetchone()
         if row is None:
             raise NotFound(f"{owner}: no object {uid_or_id}")
         return row
@@ -388,7 +405,12 @@ class FakeCloud:
             " WHERE e.owner = ? AND e.dep = ? ORDER BY o.tag LIMIT 3",
             (owner, tag),
         ).fetchall()
-        if tag is not None and users:
+        # Users name what they use; while another copy of that name remains
+        # (see ``copy``), they are not left without it.
+        other = conn.execute(
+            "SELECT 1 FROM objects WHERE owner = ? AND tag = ? AND uid <> ?", (owner, tag, uid)
+        ).fetchone()
+        if tag is not None and users and other is None:
             message = f"{tag}: conflict: still in use by {', '.join(u[0] for u in users)}"
             self._refuse(conn, owner, "delete", message)
             raise ProviderError(message, transient=True)

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS objects (
     pool TEXT,
     addr INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS objects_tag ON objects (owner, tag);
+DROP INDEX IF EXISTS objects_tag;
+CREATE INDEX IF NOT EXISTS objects_by_tag ON objects (owner, tag, seq);
 CREATE INDEX IF NOT EXISTS objects_owner ON objects (owner, seq);
 CREATE TABLE IF NOT EXISTS edges (
     uid TEXT NOT NULL, dep TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (uid, dep)

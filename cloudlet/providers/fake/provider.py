@@ -1,7 +1,8 @@
 """The ``fake`` platform's provider: the Provider seam over ``FakeCloud``.
 
 It is as thin as a real provider should be: the cloud keeps the tags (owner
-and id) and enforces name uniqueness, so create-is-adopt and
+and id) and its create never makes a second object of one name (only the
+operator's console ``copy`` does), so create-is-adopt and
 delete-of-missing-is-success come from the cloud's own rules, and a new
 provider instance after a crash finds everything again.
 """
