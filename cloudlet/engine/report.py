@@ -30,6 +30,8 @@ class StepOutcome:
     attempts: int
     error: str | None
     round: int
+    #: The graph's step key (``phase:id``, ``phase:id@uid`` for one copy of several).
+    step: str = ""
 
 
 @attrs.define

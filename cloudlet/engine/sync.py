@@ -287,6 +287,7 @@ class _Run:
                     runner.attempts.get(step.key, 0),
                     res.error,
                     round_no,
+                    step.key,
                 )
             )
         return failed
