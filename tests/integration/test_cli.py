@@ -29,6 +29,8 @@ from conftest import (
 )
 
 from cloudlet.providers.fake import FakeCloud
+from cloudlet.store.records import lock_name
+from cloudlet.store.sqlite import open_store
 
 LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): \S")
 MAPPING_KEYS = {"loadBalancer", "target", "protocol", "port", "publicPort", "publicIp"}
@@ -286,6 +288,38 @@ def test_apply_get_history_rollback(tmp_path: Path, state_dir: Path) -> None:
 
     ok(cli("rollback", "munich-2", "--to", "999999", state_dir=state_dir), 1)
     ok(cli("get", "no-such-cloudlet", state_dir=state_dir), 1)
+
+
+def test_every_desired_state_writer_waits_for_the_lock_as_configured(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """apply, rollback and sync all store through one writer: under the
+    cloudlet's lock, for CLOUDLET_LOCK_TIMEOUT (rollback once waited a fixed 60 s)."""
+    ok(cli("apply", ROUTER, state_dir=state_dir))
+    first = yaml.safe_load(ok(cli("get", "munich-2", state_dir=state_dir)).stdout)
+    edited = edited_copy(ROUTER, tmp_path / "v2.yaml", "image: redis-7", "image: redis-8")
+    ok(cli("apply", edited, state_dir=state_dir))
+    history = ok(cli("history", "munich-2", "--brief", state_dir=state_dir)).stdout
+    before = re.findall(r"^revision (\d+)", history, re.MULTILINE)
+    env = {"CLOUDLET_LOCK_TIMEOUT": "0.5"}
+    store = open_store(state_dir)
+    try:
+        with store.lock(lock_name("munich-2"), 5.0):
+            for args in (
+                ("rollback", "munich-2", "--to", before[0]),
+                ("apply", ROUTER),
+                ("sync", ROUTER, "--yes"),
+            ):
+                proc = ok(cli(*args, state_dir=state_dir, env=env, timeout=20), 1)
+                assert "being synced by another process" in proc.stderr, describe(proc)
+                assert "0.5 s" in proc.stderr, describe(proc)
+    finally:
+        store.close()
+    history = ok(cli("history", "munich-2", "--brief", state_dir=state_dir)).stdout
+    assert re.findall(r"^revision (\d+)", history, re.MULTILINE) == before  # nothing stored
+    assert fake_ls(state_dir, "munich-2") == []
+    ok(cli("rollback", "munich-2", "--to", before[0], state_dir=state_dir, env=env))
+    assert yaml.safe_load(ok(cli("get", "munich-2", state_dir=state_dir)).stdout) == first
 
 
 # --- export heat ---------------------------------------------------------------------
