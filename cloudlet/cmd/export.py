@@ -15,15 +15,12 @@ from cloudlet.providers.openstack.heat import render_heat
 
 def export_heat(args: argparse.Namespace) -> int:
     cloudlets = load_file(args.file)
-    ctx = Context.from_args(args.state_dir, args.etcd)
-    try:
-        texts = []
+    texts = []
+    with Context.from_args(args.state_dir, args.etcd) as ctx:
         for c in cloudlets:
             expansion = expand(c, ctx.repo.get_ports(c.name))
             template = render_heat(expansion, c.spec.platform.external_network or "public")
             texts.append(yaml.safe_dump(template, sort_keys=False))
-    finally:
-        ctx.close()
     text = "---\n".join(texts)
     if args.output == "-":
         sys.stdout.write(text)

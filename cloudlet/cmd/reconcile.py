@@ -59,10 +59,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         args.resync,
         args.etcd or ctx.state_dir,
     )
-    try:
+    with ctx:
         daemon.run()
-    finally:
-        ctx.close()
     return 0 if daemon.failure is None else 1
 
 
