@@ -14,7 +14,7 @@ from typing import Literal
 
 import attrs
 
-from cloudlet.model.resources import IMMUTABLE, AttrValue, Observed, Resource
+from cloudlet.model.resources import IMMUTABLE, AttrValue, Observed, Resource, split_id
 
 Op = Literal["create", "update", "replace", "delete"]
 
@@ -119,15 +119,21 @@ def diff(
     return cascade_replacements(changes, desired, have)
 
 
-def cascade_replacements(
-    changes: list[Change], desired: Sequence[Resource], have: Mapping[str, list[Observed]]
-) -> list[Change]:
-    """Replace every existing dependent of a replaced resource, transitively.
+#: Kinds that hand their dependents a share of themselves: a subnet gives its
+#: ports and VIPs their addresses from its pool. Re-created after an
+#: out-of-band delete, such an object starts its pool afresh and would hand
+#: out again what the old one's holders still hold (two ports on one
+#: address), so the holders are rebuilt with it. Other dependents of a
+#: re-created object are left as they are: what a VM's listener or node
+#: refers to is the engine's id, which the new VM has too.
+POOLS: Mapping[str, frozenset[str]] = {"subnet": frozenset({"port", "vip"})}
 
-    A VM cannot move to a new subnet in place, and its ports point at the old
-    one: so whatever was built on a replaced object is rebuilt after it.
-    """
-    want = {r.id: r for r in desired}
+
+def _dependents(
+    desired: Sequence[Resource], have: Mapping[str, list[Observed]]
+) -> dict[str, set[str]]:
+    """Who uses each id: the desired deps, and what existing objects use now."""
+    want = {r.id for r in desired}
     dependents: dict[str, set[str]] = defaultdict(set)
     for r in desired:
         for dep in r.deps:
@@ -139,8 +145,49 @@ def cascade_replacements(
         if rid in want:
             for dep in objs[0].deps:
                 dependents[dep].add(rid)
+    return dependents
+
+
+def _pool_holders(
+    by_id: Mapping[str, Change], dependents: Mapping[str, set[str]]
+) -> list[tuple[str, str]]:
+    """(holder, pool) for each existing holder of a share of a re-created pool."""
+    out = []
+    for pool in sorted(by_id):
+        change = by_id[pool]
+        holders = POOLS.get(change.desired.kind, frozenset()) if change.desired else frozenset()
+        if change.op != "create" or not holders:
+            continue
+        out += [
+            (rid, pool) for rid in sorted(dependents.get(pool, ())) if split_id(rid)[0] in holders
+        ]
+    return out
+
+
+def cascade_replacements(
+    changes: list[Change], desired: Sequence[Resource], have: Mapping[str, list[Observed]]
+) -> list[Change]:
+    """Replace every existing dependent of a replaced resource, transitively.
+
+    A VM cannot move to a new subnet in place, and its ports point at the old
+    one: so whatever was built on a replaced object is rebuilt after it. The
+    holders of a share of a re-created pool (``POOLS``) are rebuilt the same
+    way, and so is what is built on them.
+    """
+    want = {r.id: r for r in desired}
+    dependents = _dependents(desired, have)
     by_id = {c.id: c for c in changes if not c.duplicate}
-    queue = sorted(c.id for c in changes if c.op == "replace")
+
+    def rebuild(rid: str, reason: str) -> bool:
+        old = by_id.get(rid)
+        if (old is not None and old.op != "update") or not have.get(rid):
+            return False
+        by_id[rid] = Change("replace", rid, reason, want[rid], have[rid][0])
+        return True
+
+    for holder, pool in _pool_holders(by_id, dependents):
+        rebuild(holder, f"rebuilt with {pool} (re-created: its pool starts afresh)")
+    queue = sorted(c.id for c in by_id.values() if c.op == "replace")
     passed: set[str] = set()
     while queue:
         cause = queue.pop()
@@ -156,9 +203,7 @@ def cascade_replacements(
                     passed.add(rid)
                     queue.append(rid)
                 continue
-            if (old is not None and old.op != "update") or not have.get(rid):
-                continue
-            by_id[rid] = Change("replace", rid, f"rebuilt with {cause}", want[rid], have[rid][0])
-            queue.append(rid)
+            if rebuild(rid, f"rebuilt with {cause}"):
+                queue.append(rid)
     result = [c for c in changes if c.duplicate] + list(by_id.values())
     return sorted(result, key=lambda c: (c.id, c.duplicate))

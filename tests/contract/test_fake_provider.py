@@ -173,12 +173,14 @@ def test_failure_rate_one_always_fails_and_late_failures_did_the_work(tmp_path: 
     assert any(late) and not all(late)
     made = {str(o.id): o.uid for o in flaky.cloud.list_objects(OWNER)}
     assert set(made) == {f"network/n{i}" for i, was_late in enumerate(late) if was_late}
-    for call in (
-        lambda: flaky.observe(OWNER),
-        lambda: flaky.delete(OWNER, flaky.cloud.list_objects(OWNER)[0]),
-    ):
-        with pytest.raises(ProviderError):
-            call()
+    with pytest.raises(ProviderError):
+        flaky.observe(OWNER)
+    victim = flaky.cloud.list_objects(OWNER)[0]
+    with pytest.raises(ProviderError) as err:
+        flaky.delete(OWNER, victim)
+    if "after the work committed" in str(err.value):  # a late failure: the delete was made
+        del made[str(victim.id)]
+    assert made == {str(o.id): o.uid for o in flaky.cloud.list_objects(OWNER)}
     assert flaky.cloud.calls()["create"] == 20
     steady = FakeProvider(tmp_path)  # the engine's retry adopts what the cloud did make
     retried = {
@@ -228,6 +230,42 @@ def test_failure_injection_is_deterministic_per_seed(tmp_path: Path) -> None:
     assert _fault_pattern(tmp_path / "b", seed=7) == first
     assert _fault_pattern(tmp_path / "c", seed=8) != first
     assert set(first) == {"ok", "before", "after"}
+
+
+def _observe_faults(provider: FakeProvider, n: int) -> list[str]:
+    pattern = []
+    for _ in range(n):
+        try:
+            provider.observe(OWNER)
+            pattern.append("ok")
+        except ProviderError as err:
+            pattern.append("after" if "after" in str(err) else "before")
+    return pattern
+
+
+def test_providers_over_one_cloud_continue_its_fault_stream_not_restart_it(
+    tmp_path: Path,
+) -> None:
+    """Each CLI run is a new provider over the same database: restarted from
+    the seed, a seed whose first draws fail would fail every run alike."""
+    alone = FakeProvider(tmp_path / "alone", failure_rate=0.5, seed=7)
+    stream = _observe_faults(alone, 60)
+    alone.close()
+    first = FakeProvider(tmp_path / "shared", failure_rate=0.5, seed=7)
+    head = _observe_faults(first, 20)
+    first.close()
+    second = FakeProvider(tmp_path / "shared", failure_rate=0.5, seed=7)
+    third = FakeProvider(tmp_path / "shared", failure_rate=0.5, seed=7)
+    other = FakeProvider(tmp_path / "shared", failure_rate=0.5, seed=8)  # a stream of its own
+    rest = []
+    for _ in range(20):
+        rest += _observe_faults(second, 1) + _observe_faults(third, 1)
+        _observe_faults(other, 1)
+    assert head == stream[:20]  # a fresh cloud starts the seed's stream
+    assert head + rest == stream  # the later providers carry on from where it stood
+    assert rest[:20] != head
+    for p in (second, third, other):
+        p.close()
 
 
 def test_addresses_are_the_lowest_free_and_reused(provider: FakeProvider) -> None:

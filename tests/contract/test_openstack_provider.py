@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from osconsole import PLATFORM, Console, cloud_config
+from osconsole import PLATFORM, Console, cloud_config, eventually
 from provider_contract import (
     Capabilities,
     ProviderHarness,
@@ -150,9 +150,17 @@ def test_a_deleted_server_takes_its_records_with_it(harness: OpenstackHarness) -
     node = made["k8s-node/apps.master.0"]
     assert node.uid == f"{made['vm/apps.master.0'].uid}/k8s-node/apps.master.0"
     harness.console.remove("os-records", made["vm/apps.master.0"].uid)
-    seen = {o.id for o in harness.provider.observe("os-records")}
+    # Nova deletes asynchronously: wait (bounded) for what is asserted
+    gone = {"vm/apps.master.0", "k8s-node/apps.master.0"}
+    seen = eventually(
+        lambda: {o.id for o in harness.provider.observe("os-records")}, lambda ids: not ids & gone
+    )
     assert "vm/apps.master.0" not in seen and "k8s-node/apps.master.0" not in seen
-    assert harness.console.port("os-records", "port/apps.master.0").device_id == ""
+    port = eventually(
+        lambda: harness.console.port("os-records", "port/apps.master.0"),
+        lambda p: p.device_id == "",
+    )
+    assert port.device_id == ""
 
 
 def test_unknown_flavor_and_image_are_permanent_and_name_what_exists(

@@ -119,7 +119,8 @@ class World:
             self.engine(provider, parallelism=1).sync(cloudlet)
 
     def assert_converged_to(self, cloudlet: Cloudlet) -> None:
-        """Cloud == expansion of the spec: nothing missing, duplicated or orphaned."""
+        """Cloud == expansion of the spec: nothing missing, duplicated or orphaned,
+        and no address held twice in one pool."""
         objs = self.cloud.observe(cloudlet.name)
         counts = Counter(o.id for o in objs if o.id is not None)
         dupes = {k: n for k, n in counts.items() if n > 1}
@@ -132,6 +133,12 @@ class World:
             if o.id in want:
                 for key, value in want[o.id].attrs.items():
                     assert o.attrs.get(key) == value, (o.id, key, o.attrs.get(key), value)
+        held = Counter(
+            (o.attrs.get("subnet") or o.attrs.get("network"), o.attrs["address"])
+            for o in objs
+            if o.kind in ("port", "vip") and o.attrs.get("address")
+        )
+        assert not [k for k, n in held.items() if n > 1], f"addresses held twice: {held}"
         assert self.engine().plan(cloudlet).empty
         assert self.cloud.cloud.violations() == [], self.cloud.cloud.violations()
 

@@ -4,7 +4,8 @@ A ``RuleBasedStateMachine`` drives one real engine over one simulated cloud.
 Its model is small: the last spec applied and the public ports clients were
 told. Whatever happened in between, a clean sync must leave the cloud equal
 to the expansion of the last spec: nothing missing, duplicated or orphaned,
-no port moved, and the cloud never refused an action for ordering reasons.
+no address held twice, no port moved, and the cloud never refused an action
+for ordering reasons.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from strategies import FLAVORS, IMAGES, cloudlets, edits
 from cloudlet.model.resources import Observed
 from cloudlet.model.spec import Cloudlet
 
-DRIFT_DELETABLE = ("vm", "lb-listener", "k8s-node", "floating-ip")
+#: Kinds an operator deletes behind the engine's back. A subnet's holders
+#: (ports, VIPs) must come back on a fresh address of its new pool.
+DRIFT_DELETABLE = ("vm", "lb-listener", "k8s-node", "floating-ip", "subnet", "port", "vip")
 
 
 class CloudletMachine(RuleBasedStateMachine):

@@ -211,3 +211,44 @@ def test_a_missing_member_rebuilt_on_a_replaced_subnet_takes_its_lb_along_not_a_
     seen = order(plan)
     assert seen.index("delete:lb/lb-0") < seen.index("delete:vm/lb-0.1")
     assert seen.index("create:vm/lb-0.0") < seen.index("create:lb/lb-0")
+
+
+def test_a_re_created_subnet_rebuilds_what_holds_its_addresses_and_what_is_built_on_them():
+    """Found by an adversarial run: a subnet deleted out of band was re-created
+    alone; its ports kept addresses from the old pool while the new pool
+    started again, so a later port got an address already held."""
+    desired = expand(cloudlet()).resources
+    on_subnet = {r.id for r in desired if "subnet/internal" in r.deps}
+    assert {"port/game", "port/apps.worker.0", "vip/apps"} <= on_subnet
+    actual = [o for o in as_observed(desired) if o.id != "subnet/internal"]
+    plan = plan_actions("c", desired, actual)
+    got = ops(plan)
+    assert got["subnet/internal"] == "create"
+    for rid in on_subnet:
+        assert got[rid] == "replace", rid
+        reason = next(a.reason for a in plan.actions if a.id == rid)
+        assert reason.startswith("rebuilt with subnet/internal"), reason
+    # and what is built on the holders, as for a replacement
+    for rid in ("vm/game", "vm/root.0", "lb/root", "k8s-node/apps.worker.0"):
+        assert got[rid] == "replace", rid
+    for rid in ("network/internal", "security-group/web", "port/root.0.ext"):
+        assert rid not in got, rid
+    seen = order(plan)
+    assert seen.index("create:subnet/internal") < seen.index("create:port/game")
+    assert seen.index("delete:vm/game") < seen.index("delete:port/game")
+    assert seen.index("create:port/game") < seen.index("create:vm/game")
+
+
+def test_a_re_created_subnet_with_a_holder_missing_too_creates_that_one():
+    desired = expand(cloudlet()).resources
+    gone = {"subnet/internal", "port/game"}
+    plan = plan_actions("c", desired, [o for o in as_observed(desired) if o.id not in gone])
+    got = ops(plan)
+    assert got["port/game"] == "create" and got["port/apps.worker.0"] == "replace"
+
+
+def test_a_re_created_vm_alone_rebuilds_nothing_else():
+    """A VM holds no share of anything for its users: its listener names it by id."""
+    desired = expand(cloudlet()).resources
+    actual = [o for o in as_observed(desired) if o.id != "vm/game"]
+    assert ops(plan_actions("c", desired, actual)) == {"vm/game": "create"}

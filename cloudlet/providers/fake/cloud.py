@@ -20,7 +20,6 @@ import json
 import os
 import random
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -108,10 +107,10 @@ class FakeCloud:
         self._jitter = max(0.0, jitter_ms) / 1000
         self._failure_rate = failure_rate
         self._sleep = sleep
-        # Faults replay from the seed alone; uids also mix in the process so
-        # that two processes with the same seed never draw the same ids.
-        self._rng = random.Random(seed)
-        self._rng_lock = threading.Lock()
+        # Faults replay from the seed and the calls made (see ``_draw``); uids
+        # also mix in the process so that two processes with the same seed
+        # never draw the same ids.
+        self._seed = str(seed)
         self._uid_rng = random.Random(f"{seed}:{os.getpid()}:{next(_INSTANCES)}")
         self._db = Database(self.path)
 
@@ -199,10 +198,26 @@ class FakeCloud:
     # -- plumbing -------------------------------------------------------------
 
     def _draw(self) -> tuple[float, str | None]:
-        with self._rng_lock:
-            jitter = self._rng.uniform(-self._jitter, self._jitter) if self._jitter else 0.0
-            failed = self._rng.random() < self._failure_rate
-            before = self._rng.random() < 0.5
+        """This call's latency and fault: draw n of the seed's one stream.
+
+        Where the stream stands is kept in the database, so it advances
+        across processes. Restarted from the seed in each process, a seed
+        whose first draws fail would fail every CLI run's first calls alike,
+        and no run would ever converge. Draw n comes from ``seed:n`` alone,
+        so one seed and one sequence of calls replay the same faults.
+        """
+        if not self._failure_rate and not self._jitter:
+            return self._latency, None
+        with self._db.write() as conn:
+            ((n,),) = conn.execute(
+                "INSERT INTO draws (seed, n) VALUES (?, 0)"
+                " ON CONFLICT (seed) DO UPDATE SET n = n + 1 RETURNING n",
+                (self._seed,),
+            ).fetchall()
+        rng = random.Random(f"{self._seed}:{n}")
+        jitter = rng.uniform(-self._jitter, self._jitter) if self._jitter else 0.0
+        failed = rng.random() < self._failure_rate
+        before = rng.random() < 0.5
         fault = ("before" if before else "after") if failed else None
         return max(0.0, self._latency + jitter), fault
 

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS violations (
     message TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS calls (op TEXT PRIMARY KEY, n INTEGER NOT NULL);
+-- The position of each seed's fault stream: the next call draws n + 1.
+CREATE TABLE IF NOT EXISTS draws (seed TEXT PRIMARY KEY, n INTEGER NOT NULL);
 COMMIT;
 """
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudenv
 import openstack
@@ -22,6 +24,29 @@ from cloudlet.model.spec import Platform
 CLOUD = "osci-demo"
 PLATFORM = Platform(type="openstack", cloud=CLOUD, external_network="public")
 OWNER_TAG = "cloudlet.owner="
+#: How long a test waits for the cloud to finish what it does asynchronously.
+SETTLE_SECONDS = 120.0
+
+T = TypeVar("T")
+
+
+def eventually(
+    read: Callable[[], T], done: Callable[[T], bool], timeout: float = SETTLE_SECONDS
+) -> T:
+    """Poll ``read`` until ``done`` or ``timeout``; the last value either way.
+
+    For what the cloud finishes after its answer (Nova deletes a server
+    after the API said yes): the caller asserts on the value it returns, so
+    a cloud that never settles still fails the test, with what it saw.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.1
+    while True:
+        value = read()
+        if done(value) or time.monotonic() + pause > deadline:
+            return value
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 def cloud_config() -> Path:
@@ -104,6 +129,13 @@ class Console:
         assert len(found) <= 1, f"{rid}: {len(found)} objects"
         return found[0] if found else None
 
+    def _server_gone(self, uid: str) -> bool:
+        try:
+            self.conn.compute.get_server(uid)
+        except openstack.exceptions.NotFoundException:
+            return True
+        return False
+
     def group(self, owner: str, rid: str) -> Any:
         return self._by_id(owner, "security-group", rid)
 
@@ -132,7 +164,9 @@ class Console:
         net = self.conn.network
         if kind == "server":
             self.conn.compute.delete_server(obj)
-            self.conn.compute.wait_for_delete(obj, interval=0.25, wait=120)
+            # Not the SDK's wait_for_delete: it returns once the status says
+            # DELETED, while Nova still lists the server until it is destroyed.
+            eventually(lambda: self._server_gone(obj.id), bool)
         elif kind == "router":
             for port in net.ports(device_id=obj.id, device_owner="network:router_interface"):
                 net.remove_interface_from_router(obj, port_id=port.id)
