@@ -133,3 +133,48 @@ def test_a_seed_that_fails_the_first_observes_still_converges_over_a_few_runs(
     assert said[0][0] == "failed" and "cannot observe" in said[0][1], (seed, said)
     assert said[-1][0] == "converged", (seed, said)
     ok(cli("plan", spec, state_dir=state_dir), 0)
+
+
+def first_observe_fails_then_recovers(state: Path, seed: int) -> bool:
+    """Whether a fresh cloud with ``seed`` at rate 0.5 fails its first
+    observe and answers one of the retries a sync would make."""
+    cloud = FakeCloud.for_state_dir(state, failure_rate=0.5, seed=seed)
+    try:
+        outcomes = []
+        for _ in range(OBSERVE_ATTEMPTS):
+            try:
+                cloud.observe("probe")
+                outcomes.append(True)
+                break
+            except ProviderError:
+                outcomes.append(False)
+        return outcomes[0] is False and outcomes[-1] is True
+    finally:
+        cloud.close()
+
+
+def test_status_retries_its_observe_like_sync(tmp_path: Path, state_dir: Path) -> None:
+    """A transient failure of the one observe ``status`` makes is retried
+    (it was a plain error, exit 1, while ``sync`` retried the same call)."""
+    seed = next(
+        s for s in range(200) if first_observe_fails_then_recovers(tmp_path / "p" / str(s), s)
+    )
+    spec = tmp_path / "flaky.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            f"""\
+            apiVersion: cloudlet/v1
+            kind: Cloudlet
+            metadata: {{name: flaky}}
+            spec:
+              platform: {{type: fake, failureRate: 0.5, seed: {seed}}}
+              dataPath: no-router
+              networks: [{{name: internal, cidr: 10.70.0.0/24}}]
+              vms: [{{name: app, network: internal}}]
+            """
+        )
+    )
+    ok(cli("apply", spec, state_dir=state_dir))  # stores only: no provider call yet
+    status = json.loads(ok(cli("status", "flaky", "--json", state_dir=state_dir)).stdout)
+    assert {r["state"] for r in status["resources"]} == {"missing"}, status
+    assert "vm/app" in status["drift"]
