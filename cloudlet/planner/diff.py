@@ -14,7 +14,8 @@ from typing import Literal
 
 import attrs
 
-from cloudlet.model.resources import IMMUTABLE, AttrValue, Observed, Resource
+from cloudlet.model.kinds import immutable_changes
+from cloudlet.model.resources import AttrValue, Observed, Resource
 
 Op = Literal["create", "update", "replace", "delete"]
 
@@ -54,8 +55,7 @@ def _compare(desired: Resource, current: Observed, cloud_rule: str | None) -> Ch
     if not changes:
         return None
     reason = "; ".join(f"{k}: {_show(old)} → {_show(new)}" for k, old, new in changes)
-    immutable = IMMUTABLE.get(desired.kind, frozenset())
-    if any(k in immutable for k, _, _ in changes):
+    if immutable_changes(desired.kind, desired.attrs, current.attrs):
         forced = "forces replacement"
     elif cloud_rule is not None:
         forced = f"forces replacement: {cloud_rule}"

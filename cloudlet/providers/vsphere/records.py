@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloudlet.model.resources import IMMUTABLE, Observed, Resource, freeze_value
+from cloudlet.model.kinds import immutable_refusal
+from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.vsphere import fields, names
 from cloudlet.providers.vsphere.addresses import ADDRESSED
 from cloudlet.providers.vsphere.faults import is_gone, permanent
@@ -86,13 +87,9 @@ class Records(FolderKindHandler):
         if record is None or tags.get(fields.ID) != resource.id:
             raise permanent(f"{resource.id}: not found (uid {current.uid} holds no record)")
         old = record[0]
-        changed = [
-            k
-            for k in sorted(IMMUTABLE.get(resource.kind, ()))
-            if freeze_value(old.get(k)) != freeze_value(resource.attrs.get(k))
-        ]
-        if changed:
-            raise permanent(f"{resource.id}: cannot change immutable {', '.join(changed)} in place")
+        refusal = immutable_refusal(resource, old)
+        if refusal is not None:
+            raise permanent(refusal)
         values = dict(resource.attrs)
         values.update({k: old[k] for k in COMPUTED.get(resource.kind, ()) if k in old})
         self._session.set_record(ref, encode_record(values, resource.deps))
