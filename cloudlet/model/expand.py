@@ -69,7 +69,7 @@ class _Builder:
             f"port/{name}",
             deps,
             policy=policy,
-            **where_on(on),
+            **_where_on(on),
             securityGroups=groups,
             allowedAddressPairs=vips,
         )
@@ -78,7 +78,7 @@ class _Builder:
         return self.add(f"vm/{name}", ports, policy=policy, image=image, flavor=flavor, ports=ports)
 
 
-def where_on(on: str) -> dict[str, AttrValue]:
+def _where_on(on: str) -> dict[str, AttrValue]:
     """Where a port or VIP sits: the external network, or one of the cloudlet's subnets."""
     return {"network": EXTERNAL} if on == EXTERNAL else {"subnet": on}
 
@@ -152,7 +152,7 @@ def _load_balancer(b: _Builder, lb: LoadBalancer) -> None:
     if lb.redundancy == "vip":
         on = f"subnet/{b.cloudlet.name}.lb" if path == "floating-ip" else EXTERNAL
         deps = [on] if on != EXTERNAL else []
-        vips = (b.add(f"vip/{lb.name}", deps, policy=policy, **where_on(on)),)
+        vips = (b.add(f"vip/{lb.name}", deps, policy=policy, **_where_on(on)),)
     members: list[str] = []
     first_leg = ""
     for i in range(2 if lb.redundancy == "vip" else 1):
