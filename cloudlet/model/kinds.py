@@ -19,6 +19,7 @@ rule is caught by the tests instead of mirrored by them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from cloudlet.model.resources import Attrs, Observed, Resource, freeze_value
 
@@ -58,6 +59,18 @@ IMMUTABLE: Mapping[str, frozenset[str]] = {
     "lb-listener": frozenset({"protocol", "port"}),
 }
 
+#: Attributes the cloud sets itself, by kind (docs/resources.md, "computed
+#: by the cloud"). An LB's ``address`` is not one: it is the id of what
+#: carries its public address, which the engine sets like any attribute.
+COMPUTED: Mapping[str, tuple[str, ...]] = {
+    "vip": ("address",),
+    "port": ("address",),
+    "floating-ip": ("address",),
+    "vm": ("status",),
+}
+#: Kinds the cloud hands an address to.
+ADDRESSED: tuple[str, ...] = ("vip", "port", "floating-ip")
+
 Source = Resource | Observed | Attrs
 
 
@@ -80,6 +93,11 @@ def ref(source: Source, key: str) -> str | None:
 def is_external(source: Source) -> bool:
     """Whether a port or VIP sits on the site's external network."""
     return _attrs(source).get("network") == EXTERNAL
+
+
+def with_computed(kind: str, attrs: Attrs, old: Mapping[str, Any]) -> dict[str, Any]:
+    """``attrs`` plus what the cloud computed on ``old``: an update keeps those."""
+    return {**attrs, **{k: old[k] for k in COMPUTED.get(kind, ()) if k in old}}
 
 
 def immutable_changes(kind: str, desired: Attrs, current: Mapping[str, object]) -> tuple[str, ...]:

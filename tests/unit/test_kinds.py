@@ -9,6 +9,7 @@ from cloudlet.model.kinds import (
     is_external,
     ref,
     refs,
+    with_computed,
 )
 from cloudlet.model.resources import Observed, Resource
 
@@ -43,3 +44,11 @@ def test_immutable_refusal_names_the_resource_and_attributes() -> None:
     other = Resource(VM.id, {**VM.attrs, "image": "j"}, VM.deps)
     assert immutable_refusal(other, VM.attrs) == "vm/a: cannot change immutable image in place"
     assert immutable_refusal(VM, VM.attrs) is None
+
+
+def test_an_update_keeps_what_the_cloud_computed_and_nothing_else() -> None:
+    old = {"subnet": "subnet/n", "address": "10.0.0.2", "securityGroups": ["sg/a"]}
+    new = with_computed("port", {"subnet": "subnet/n", "securityGroups": ()}, old)
+    assert new == {"subnet": "subnet/n", "securityGroups": (), "address": "10.0.0.2"}
+    # an LB's address is the engine's (the id of what carries it), not the cloud's
+    assert with_computed("lb", {"address": "vip/b"}, {"address": "vip/a"}) == {"address": "vip/b"}

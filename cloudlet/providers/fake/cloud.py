@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloudlet.errors import NotFound, ProviderError
-from cloudlet.model.kinds import EXTERNAL, KINDS, is_external, ref
+from cloudlet.model.kinds import ADDRESSED, EXTERNAL, KINDS, is_external, ref, with_computed
 from cloudlet.model.resources import AttrValue, Observed, freeze_value
 from cloudlet.providers.fake.db import Database
 from cloudlet.providers.fake.rules import disk_shrink, fixed_changes
@@ -50,13 +50,6 @@ UID_PREFIX: Mapping[str, str] = {
     "k8s-node": "node",
     "lb": "lb",
     "lb-listener": "lsnr",
-}
-#: Attributes the cloud sets itself; an update keeps them.
-COMPUTED: Mapping[str, tuple[str, ...]] = {
-    "port": ("address",),
-    "vip": ("address",),
-    "floating-ip": ("address",),
-    "vm": ("status",),
 }
 
 _COLUMNS = "uid, tag, kind, attrs, deps, pool, addr"
@@ -276,7 +269,7 @@ class FakeCloud:
     def _assign_address(
         self, conn: sqlite3.Connection, owner: str, kind: str, tag: str, values: dict[str, Any]
     ) -> tuple[str, int] | None:
-        if kind not in ("port", "vip", "floating-ip"):
+        if kind not in ADDRESSED:
             return None
         pool, net = PUBLIC_POOL, PUBLIC_CIDR
         if kind != "floating-ip" and not is_external(values):
@@ -363,8 +356,7 @@ class FakeCloud:
             self._refuse(conn, owner, "update", f"{name}: {shrink}")
             raise ProviderError(f"{name}: {shrink}", transient=False)
         self._require(conn, owner, "update", name, set(deps))
-        values = dict(attrs)
-        values.update({k: old[k] for k in COMPUTED.get(kind, ()) if k in old})
+        values = with_computed(kind, attrs, old)
         sql = "UPDATE objects SET attrs = ?, deps = ? WHERE uid = ?"
         conn.execute(sql, (json.dumps(values), json.dumps(deps), uid))
         conn.execute("DELETE FROM edges WHERE uid = ?", (uid,))

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from cloudlet.model.kinds import EXTERNAL, is_external
+from cloudlet.model.kinds import ADDRESSED, EXTERNAL, is_external
 from cloudlet.model.resources import Resource
 from cloudlet.providers.vsphere import fields, names
 from cloudlet.providers.vsphere.faults import permanent
@@ -29,9 +29,6 @@ from cloudlet.providers.vsphere.ipam import gateway, lowest_free, prefix_length
 from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import Session, decode_record
 from cloudlet.providers.vsphere.snapshot import Snapshot
-
-#: Kinds whose record carries an address the provider hands out.
-ADDRESSED = ("port", "vip", "floating-ip")
 
 
 def _external_pool(resource: Resource) -> bool:

@@ -15,22 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloudlet.model.kinds import immutable_refusal
+from cloudlet.model.kinds import ADDRESSED, immutable_refusal, with_computed
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.vsphere import fields, names
-from cloudlet.providers.vsphere.addresses import ADDRESSED
 from cloudlet.providers.vsphere.faults import is_gone, permanent
 from cloudlet.providers.vsphere.handler import FolderKindHandler
 from cloudlet.providers.vsphere.inventory import find_child, read
 from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import decode_record, encode_record
 from cloudlet.providers.vsphere.snapshot import Snapshot
-
-#: Attributes the provider computes, by kind; an update keeps them. Only the
-#: kinds it hands addresses to: an LB's ``address`` is the id of the object
-#: that carries its public address (its first leg, its VIP or its floating
-#: IP), which the engine sets and an update must change like any other.
-COMPUTED: dict[str, tuple[str, ...]] = {kind: ("address",) for kind in ADDRESSED}
 
 
 class Records(FolderKindHandler):
@@ -90,8 +83,7 @@ class Records(FolderKindHandler):
         refusal = immutable_refusal(resource, old)
         if refusal is not None:
             raise permanent(refusal)
-        values = dict(resource.attrs)
-        values.update({k: old[k] for k in COMPUTED.get(resource.kind, ()) if k in old})
+        values = with_computed(resource.kind, resource.attrs, old)
         self._session.set_record(ref, encode_record(values, resource.deps))
         return Observed(current.uid, resource.id, resource.kind, values, resource.deps)
 
