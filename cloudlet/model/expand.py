@@ -101,28 +101,17 @@ def group_rules(rules: Sequence[Rule]) -> tuple[str, ...]:
     return tuple(sorted(texts))
 
 
+def _network(b: _Builder, name: str, cidr: str, policy: str) -> None:
+    net = b.add(f"network/{name}", policy=policy)
+    b.add(f"subnet/{name}", [net], policy=policy, network=net, cidr=cidr)
+
+
 def _networks(b: _Builder) -> None:
     for net in b.spec.networks:
-        policy = b.policy_of(net.drift_policy)
-        b.add(f"network/{net.name}", policy=policy)
-        b.add(
-            f"subnet/{net.name}",
-            [f"network/{net.name}"],
-            policy=policy,
-            network=f"network/{net.name}",
-            cidr=net.cidr,
-        )
+        _network(b, net.name, net.cidr, b.policy_of(net.drift_policy))
     policy = b.spec.drift_policy
     if b.spec.data_path == "floating-ip":
-        lbnet = f"{b.cloudlet.name}.lb"
-        b.add(f"network/{lbnet}", policy=policy)
-        b.add(
-            f"subnet/{lbnet}",
-            [f"network/{lbnet}"],
-            policy=policy,
-            network=f"network/{lbnet}",
-            cidr=b.spec.lb_subnet,
-        )
+        _network(b, f"{b.cloudlet.name}.lb", b.spec.lb_subnet, policy)
     if b.spec.data_path in ("router", "floating-ip"):
         subnets = tuple(sorted(r for r in b.out if r.startswith("subnet/")))
         b.add(
