@@ -14,11 +14,10 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from cloudlet.model.kinds import EXTERNAL
 from cloudlet.model.ports import PortMapping, allocate_ports
 from cloudlet.model.resources import AttrValue, Resource
 from cloudlet.model.spec import Cloudlet, Cluster, LoadBalancer, Rule, Vm
-
-EXTERNAL = "@external"
 
 
 @attrs.frozen
@@ -38,14 +37,14 @@ class _Builder:
         self.cloudlet = cloudlet
         self.spec = cloudlet.spec
         self.out: dict[str, Resource] = {}
-        self.policy: str = cloudlet.spec.drift_policy
 
     def policy_of(self, own: str | None) -> str:
         """An object's own drift policy, else the cloudlet's."""
         return own or self.spec.drift_policy
 
-    def add(self, rid: str, deps: Iterable[str] = (), **values: AttrValue) -> str:
-        self.out[rid] = Resource(rid, values, tuple(deps), self.policy)
+    def add(self, rid: str, deps: Iterable[str] = (), *, policy: str, **values: AttrValue) -> str:
+        """One resource; ``policy`` is the drift policy of the spec object it comes from."""
+        self.out[rid] = Resource(rid, values, tuple(deps), policy)
         return rid
 
     def image(self, own: str | None) -> str:
@@ -61,17 +60,27 @@ class _Builder:
         self,
         name: str,
         on: str,
+        policy: str,
         groups: tuple[str, ...] = (),
         vips: tuple[str, ...] = (),
     ) -> str:
-        where: dict[str, AttrValue] = {"network": EXTERNAL} if on == EXTERNAL else {"subnet": on}
         deps = [d for d in (on,) if d != EXTERNAL] + list(groups) + list(vips)
         return self.add(
-            f"port/{name}", deps, **where, securityGroups=groups, allowedAddressPairs=vips
+            f"port/{name}",
+            deps,
+            policy=policy,
+            **_where_on(on),
+            securityGroups=groups,
+            allowedAddressPairs=vips,
         )
 
-    def vm(self, name: str, ports: tuple[str, ...], image: str, flavor: str) -> str:
-        return self.add(f"vm/{name}", ports, image=image, flavor=flavor, ports=ports)
+    def vm(self, name: str, ports: tuple[str, ...], image: str, flavor: str, policy: str) -> str:
+        return self.add(f"vm/{name}", ports, policy=policy, image=image, flavor=flavor, ports=ports)
+
+
+def _where_on(on: str) -> dict[str, AttrValue]:
+    """Where a port or VIP sits: the external network, or one of the cloudlet's subnets."""
+    return {"network": EXTERNAL} if on == EXTERNAL else {"subnet": on}
 
 
 def rule_text(rule: Rule) -> str:
@@ -92,66 +101,68 @@ def group_rules(rules: Sequence[Rule]) -> tuple[str, ...]:
     return tuple(sorted(texts))
 
 
+def _network(b: _Builder, name: str, cidr: str, policy: str) -> None:
+    net = b.add(f"network/{name}", policy=policy)
+    b.add(f"subnet/{name}", [net], policy=policy, network=net, cidr=cidr)
+
+
 def _networks(b: _Builder) -> None:
     for net in b.spec.networks:
-        b.policy = b.policy_of(net.drift_policy)
-        b.add(f"network/{net.name}")
-        b.add(
-            f"subnet/{net.name}",
-            [f"network/{net.name}"],
-            network=f"network/{net.name}",
-            cidr=net.cidr,
-        )
-    b.policy = b.spec.drift_policy
+        _network(b, net.name, net.cidr, b.policy_of(net.drift_policy))
+    policy = b.spec.drift_policy
     if b.spec.data_path == "floating-ip":
-        lbnet = f"{b.cloudlet.name}.lb"
-        b.add(f"network/{lbnet}")
-        b.add(
-            f"subnet/{lbnet}",
-            [f"network/{lbnet}"],
-            network=f"network/{lbnet}",
-            cidr=b.spec.lb_subnet,
-        )
+        _network(b, f"{b.cloudlet.name}.lb", b.spec.lb_subnet, policy)
     if b.spec.data_path in ("router", "floating-ip"):
         subnets = tuple(sorted(r for r in b.out if r.startswith("subnet/")))
-        b.add(f"router/{b.cloudlet.name}", subnets, external=True, interfaces=subnets)
+        b.add(
+            f"router/{b.cloudlet.name}", subnets, policy=policy, external=True, interfaces=subnets
+        )
     for group in b.spec.security_groups:
-        b.policy = b.policy_of(group.drift_policy)
-        b.add(f"security-group/{group.name}", rules=group_rules(group.rules))
+        b.add(
+            f"security-group/{group.name}",
+            policy=b.policy_of(group.drift_policy),
+            rules=group_rules(group.rules),
+        )
 
 
-def _lb_public_leg(b: _Builder, lb: LoadBalancer, i: int, vips: tuple[str, ...]) -> str:
+def _lb_public_leg(
+    b: _Builder, lb: LoadBalancer, i: int, vips: tuple[str, ...], policy: str
+) -> str:
     groups = b.groups(lb.security_groups)
     if b.spec.data_path == "floating-ip":
-        return b.port(f"{lb.name}.{i}.fip", f"subnet/{b.cloudlet.name}.lb", groups, vips)
-    return b.port(f"{lb.name}.{i}.ext", EXTERNAL, groups, vips)
+        return b.port(f"{lb.name}.{i}.fip", f"subnet/{b.cloudlet.name}.lb", policy, groups, vips)
+    return b.port(f"{lb.name}.{i}.ext", EXTERNAL, policy, groups, vips)
 
 
 def _load_balancer(b: _Builder, lb: LoadBalancer) -> None:
     path = b.spec.data_path
-    b.policy = b.policy_of(lb.drift_policy)
+    policy = b.policy_of(lb.drift_policy)
     vips: tuple[str, ...] = ()
     if lb.redundancy == "vip":
         on = f"subnet/{b.cloudlet.name}.lb" if path == "floating-ip" else EXTERNAL
-        where: dict[str, AttrValue] = {"network": EXTERNAL} if on == EXTERNAL else {"subnet": on}
-        vips = (b.add(f"vip/{lb.name}", [on] if on != EXTERNAL else [], **where),)
+        deps = [on] if on != EXTERNAL else []
+        vips = (b.add(f"vip/{lb.name}", deps, policy=policy, **_where_on(on)),)
     members: list[str] = []
     first_leg = ""
     for i in range(2 if lb.redundancy == "vip" else 1):
-        legs = [_lb_public_leg(b, lb, i, vips)]
+        legs = [_lb_public_leg(b, lb, i, vips, policy)]
         first_leg = first_leg or legs[0]
         if path == "no-router":
-            legs.append(b.port(f"{lb.name}.{i}.int", f"subnet/{lb.network}"))
+            legs.append(b.port(f"{lb.name}.{i}.int", f"subnet/{lb.network}", policy))
         image, flavor = b.image(lb.image), b.flavor(lb.flavor)
-        members.append(b.vm(f"{lb.name}.{i}", tuple(legs), image, flavor))
+        members.append(b.vm(f"{lb.name}.{i}", tuple(legs), image, flavor, policy))
     address = vips[0] if vips else first_leg
     if path == "floating-ip":
         address = b.add(
-            f"floating-ip/{lb.name}", [address, f"router/{b.cloudlet.name}"], target=address
+            f"floating-ip/{lb.name}",
+            [address, f"router/{b.cloudlet.name}"],
+            policy=policy,
+            target=address,
         )
     b.add(
         f"lb/{lb.name}",
         [*members, address],
+        policy=policy,
         type=lb.type,
         redundancy=lb.redundancy,
         members=tuple(members),
@@ -161,26 +172,27 @@ def _load_balancer(b: _Builder, lb: LoadBalancer) -> None:
 
 def _cluster(b: _Builder, cluster: Cluster) -> None:
     subnet = f"subnet/{cluster.network}"
-    b.policy = b.policy_of(cluster.drift_policy)
+    policy = b.policy_of(cluster.drift_policy)
     vips: tuple[str, ...] = ()
     if cluster.vip:
-        vips = (b.add(f"vip/{cluster.name}", [subnet], subnet=subnet),)
+        vips = (b.add(f"vip/{cluster.name}", [subnet], policy=policy, subnet=subnet),)
     groups = b.groups(cluster.security_groups)
     first = f"k8s-node/{cluster.name}.master.0"
     roles = [("master", i) for i in range(cluster.masters)]
     roles += [("worker", i) for i in range(cluster.workers)]
+    image, flavor = b.image(cluster.image), b.flavor(cluster.flavor)
     for role, i in roles:
         node = f"{cluster.name}.{role}.{i}"
-        port = b.port(node, subnet, groups, vips)
-        vm = b.vm(node, (port,), b.image(cluster.image), b.flavor(cluster.flavor))
+        port = b.port(node, subnet, policy, groups, vips)
+        vm = b.vm(node, (port,), image, flavor, policy)
         deps = [vm] if f"k8s-node/{node}" == first else [vm, first]
-        b.add(f"k8s-node/{node}", deps, cluster=cluster.name, role=role, vm=vm)
+        b.add(f"k8s-node/{node}", deps, policy=policy, cluster=cluster.name, role=role, vm=vm)
 
 
 def _vm(b: _Builder, vm: Vm) -> None:
-    b.policy = b.policy_of(vm.drift_policy)
-    port = b.port(vm.name, f"subnet/{vm.network}", b.groups(vm.security_groups))
-    b.vm(vm.name, (port,), b.image(vm.image), b.flavor(vm.flavor))
+    policy = b.policy_of(vm.drift_policy)
+    port = b.port(vm.name, f"subnet/{vm.network}", policy, b.groups(vm.security_groups))
+    b.vm(vm.name, (port,), b.image(vm.image), b.flavor(vm.flavor), policy)
 
 
 def _targets(b: _Builder, target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -197,11 +209,11 @@ def _targets(b: _Builder, target: str) -> tuple[tuple[str, ...], tuple[str, ...]
 def _listeners(b: _Builder, mappings: Sequence[PortMapping]) -> None:
     for m in mappings:
         targets, ready = _targets(b, m.target)
-        b.policy = b.out[targets[0]].policy  # a listener is part of what it exposes
         name = f"{m.load_balancer}.{m.target}.{m.protocol}.{m.port}"
         b.add(
             f"lb-listener/{name}",
             [f"lb/{m.load_balancer}", *ready],
+            policy=b.out[targets[0]].policy,  # a listener is part of what it exposes
             protocol=m.protocol,
             port=m.port,
             publicPort=m.public_port,

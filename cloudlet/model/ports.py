@@ -11,7 +11,7 @@ error found by validation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import attrs
 
@@ -107,10 +107,3 @@ def _lowest_free(
         raise ValueError(f"no free public port left on load balancer {claim.load_balancer}")
     cursor[lane] = candidate + 1
     return candidate
-
-
-def mappings_by_target(mappings: Sequence[PortMapping]) -> dict[str, list[PortMapping]]:
-    out: dict[str, list[PortMapping]] = {}
-    for m in mappings:
-        out.setdefault(m.target, []).append(m)
-    return out

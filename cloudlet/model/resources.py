@@ -17,36 +17,6 @@ from attrs import define, field
 AttrValue = str | int | float | bool | None | tuple[str, ...]
 Attrs = Mapping[str, AttrValue]
 
-#: Resource kinds, in the order an operator reads them (outside in).
-KINDS: tuple[str, ...] = (
-    "network",
-    "subnet",
-    "router",
-    "security-group",
-    "vip",
-    "port",
-    "vm",
-    "floating-ip",
-    "k8s-node",
-    "lb",
-    "lb-listener",
-)
-
-#: Attributes that cannot change in place: a change replaces the resource.
-IMMUTABLE: Mapping[str, frozenset[str]] = {
-    "network": frozenset(),
-    "subnet": frozenset({"network", "cidr"}),
-    "router": frozenset({"external"}),
-    "security-group": frozenset(),
-    "vip": frozenset({"subnet", "network"}),
-    "port": frozenset({"subnet", "network"}),
-    "vm": frozenset({"image", "ports"}),
-    "floating-ip": frozenset(),
-    "k8s-node": frozenset({"cluster", "role", "vm"}),
-    "lb": frozenset({"type"}),
-    "lb-listener": frozenset({"protocol", "port"}),
-}
-
 
 def split_id(rid: str) -> tuple[str, str]:
     kind, _, name = rid.partition("/")

@@ -14,7 +14,8 @@ from typing import Literal
 
 import attrs
 
-from cloudlet.model.resources import IMMUTABLE, AttrValue, Observed, Resource, split_id
+from cloudlet.model.kinds import POOLS, immutable_changes
+from cloudlet.model.resources import AttrValue, Observed, Resource, split_id
 
 Op = Literal["create", "update", "replace", "delete"]
 
@@ -56,8 +57,7 @@ def _compare(desired: Resource, current: Observed, cloud_rule: str | None) -> Ch
     if not changes:
         return None
     reason = "; ".join(f"{k}: {_show(old)} → {_show(new)}" for k, old, new in changes)
-    immutable = IMMUTABLE.get(desired.kind, frozenset())
-    if any(k in immutable for k, _, _ in changes):
+    if immutable_changes(desired.kind, desired.attrs, current.attrs):
         forced = "forces replacement"
     elif cloud_rule is not None:
         forced = f"forces replacement: {cloud_rule}"
@@ -117,16 +117,6 @@ def diff(
             changes.append(change)
         changes += _duplicates(rid, objs)
     return cascade_replacements(changes, desired, have)
-
-
-#: Kinds that hand their dependents a share of themselves: a subnet gives its
-#: ports and VIPs their addresses from its pool. Re-created after an
-#: out-of-band delete, such an object starts its pool afresh and would hand
-#: out again what the old one's holders still hold (two ports on one
-#: address), so the holders are rebuilt with it. Other dependents of a
-#: re-created object are left as they are: what a VM's listener or node
-#: refers to is the engine's id, which the new VM has too.
-POOLS: Mapping[str, frozenset[str]] = {"subnet": frozenset({"port", "vip"})}
 
 
 def _dependents(

@@ -27,7 +27,8 @@ import attrs
 import pytest
 
 from cloudlet.errors import ProviderError
-from cloudlet.model.resources import KINDS, Observed, Resource
+from cloudlet.model.kinds import KINDS
+from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.base import Provider
 
 SG = "security-group/web"

@@ -15,14 +15,19 @@ import sys
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import attrs
 import pytest
+from harness import World
+from helpers import cloudlet
 from provider_contract import Capabilities, ProviderHarness, provider_contract_tests
 
 from cloudlet.errors import NotFound, ProviderError
+from cloudlet.model import kinds
 from cloudlet.model.resources import Resource
+from cloudlet.model.spec import Cloudlet, Network
 from cloudlet.providers.fake import FakeCloud, FakeProvider
 
 
@@ -160,6 +165,45 @@ def test_a_vm_cannot_shrink_its_root_disk_in_place(provider: FakeProvider) -> No
         "berlin-1: update: vm/a: a resize cannot shrink the root disk from 80 to 20 GB"
     ]
     assert provider.update(OWNER, bigger, made).attrs["flavor"] == "m1.xlarge"
+
+
+def _new_cidr(c: Cloudlet) -> Cloudlet:
+    networks = [Network("internal", "10.20.0.0/24")]
+    return attrs.evolve(c, spec=attrs.evolve(c.spec, networks=networks))
+
+
+def _new_image(c: Cloudlet) -> Cloudlet:
+    vms = [attrs.evolve(v, image="game-v2") for v in c.spec.vms]
+    return attrs.evolve(c, spec=attrs.evolve(c.spec, vms=vms))
+
+
+@pytest.mark.parametrize(
+    ("kind", "attr", "edit"), [("subnet", "cidr", _new_cidr), ("vm", "image", _new_image)]
+)
+def test_the_fake_is_an_oracle_for_the_models_immutability_table(
+    monkeypatch: pytest.MonkeyPatch, kind: str, attr: str, edit: Callable[[Cloudlet], Cloudlet]
+) -> None:
+    """The fake refuses what a real cloud refuses by its own rules: a model
+    table that forgot an immutable attribute plans an in-place update, and
+    the fake refuses it (recorded), where the real table converges."""
+    before, after = cloudlet(), edit(cloudlet())
+    for forget in (False, True):
+        if forget:
+            lax = {**kinds.IMMUTABLE, kind: kinds.IMMUTABLE[kind] - {attr}}
+            monkeypatch.setattr(kinds, "IMMUTABLE", lax)
+        world = World()
+        try:
+            assert world.sync(before).converged
+            report = world.sync(after)
+            if not forget:
+                assert report.converged, report.message
+                world.assert_converged_to(after)
+                continue
+            assert not report.converged
+            refused = world.cloud.cloud.violations()
+            assert refused and all(f"cannot change immutable {attr} in place" in v for v in refused)
+        finally:
+            world.close()
 
 
 def test_failure_rate_one_always_fails_and_late_failures_did_the_work(tmp_path: Path) -> None:

@@ -122,3 +122,24 @@ def test_drift_policy_is_per_object_and_reaches_what_it_expands_to():
     res = expand(everything).by_id()
     assert res["subnet/internal"].policy == "report"
     assert res["vm/apps.worker.0"].policy == "report"
+
+
+def test_each_resource_takes_the_drift_policy_of_the_spec_object_it_comes_from():
+    import attrs as _attrs
+
+    def report(objs):
+        return [_attrs.evolve(o, drift_policy="report") for o in objs]
+
+    c = cloudlet()
+    spec = _attrs.evolve(
+        c.spec,
+        networks=report(c.spec.networks),
+        security_groups=report(c.spec.security_groups),
+        load_balancers=report(c.spec.load_balancers),
+        clusters=report(c.spec.clusters),
+    )
+    res = expand(_attrs.evolve(c, spec=spec)).by_id()
+    heal = {"vm/game", "port/game", "lb-listener/root.game.tcp.443"}
+    assert heal <= set(res)
+    for rid, r in res.items():
+        assert r.policy == ("heal" if rid in heal else "report"), rid

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloudlet.errors import NotFound, ProviderError
-from cloudlet.model.resources import IMMUTABLE, KINDS, AttrValue, Observed, freeze_value
+from cloudlet.model.kinds import ADDRESSED, EXTERNAL, KINDS, is_external, ref, with_computed
+from cloudlet.model.resources import AttrValue, Observed, freeze_value
 from cloudlet.providers.fake.db import Database
-from cloudlet.providers.fake.flavors import disk_shrink
+from cloudlet.providers.fake.rules import disk_shrink, fixed_changes
 
 T = TypeVar("T")
 
 DB_FILE = "fake-cloud.db"
-EXTERNAL = "@external"
 PUBLIC_POOL = "@public"
 PUBLIC_CIDR = ipaddress.ip_network("198.18.0.0/15")
 
@@ -49,13 +49,6 @@ UID_PREFIX: Mapping[str, str] = {
     "k8s-node": "node",
     "lb": "lb",
     "lb-listener": "lsnr",
-}
-#: Attributes the cloud sets itself; an update keeps them.
-COMPUTED: Mapping[str, tuple[str, ...]] = {
-    "port": ("address",),
-    "vip": ("address",),
-    "floating-ip": ("address",),
-    "vm": ("status",),
 }
 
 _COLUMNS = "uid, tag, kind, attrs, deps, pool, addr"
@@ -295,8 +288,8 @@ class FakeCloud:
         if kind not in KINDS:
             raise ProviderError(f"{tag}: unknown kind {kind!r}", transient=False)
         needed = set(deps)
-        subnet = attrs.get("subnet")
-        if kind in ("port", "vip") and isinstance(subnet, str):
+        subnet = ref(attrs, "subnet")
+        if kind in ("port", "vip") and subnet is not None:
             needed.add(subnet)  # the cloud resolves it, listed in deps or not
         self._require(conn, owner, "create", tag, needed)
         values = dict(attrs)
@@ -308,11 +301,11 @@ class FakeCloud:
     def _assign_address(
         self, conn: sqlite3.Connection, owner: str, kind: str, tag: str, values: dict[str, Any]
     ) -> tuple[str, int] | None:
-        if kind not in ("port", "vip", "floating-ip"):
+        if kind not in ADDRESSED:
             return None
         pool, net = PUBLIC_POOL, PUBLIC_CIDR
-        if kind != "floating-ip" and values.get("network") != EXTERNAL:
-            if not isinstance(values.get("subnet"), str):
+        if kind != "floating-ip" and not is_external(values):
+            if ref(values, "subnet") is None:
                 raise ProviderError(f"{tag}: needs a subnet or network {EXTERNAL}", transient=False)
             sql = "SELECT uid, attrs FROM objects WHERE owner = ? AND tag = ?"
             uid, subnet_attrs = conn.execute(sql, (owner, values["subnet"])).fetchone()
@@ -385,11 +378,7 @@ class FakeCloud:
         _, tag, kind, old_json, _, _, _ = row
         old = json.loads(old_json)
         name = tag or uid
-        changed = [
-            k
-            for k in sorted(IMMUTABLE.get(kind, ()))
-            if freeze_value(old.get(k)) != freeze_value(attrs.get(k))
-        ]
+        changed = fixed_changes(kind, old, attrs)
         if changed:
             message = f"{name}: cannot change immutable {', '.join(changed)} in place"
             self._refuse(conn, owner, "update", message)
@@ -399,8 +388,7 @@ class FakeCloud:
             self._refuse(conn, owner, "update", f"{name}: {shrink}")
             raise ProviderError(f"{name}: {shrink}", transient=False)
         self._require(conn, owner, "update", name, set(deps))
-        values = dict(attrs)
-        values.update({k: old[k] for k in COMPUTED.get(kind, ()) if k in old})
+        values = with_computed(kind, attrs, old)
         sql = "UPDATE objects SET attrs = ?, deps = ? WHERE uid = ?"
         conn.execute(sql, (json.dumps(values), json.dumps(deps), uid))
         conn.execute("DELETE FROM edges WHERE uid = ?", (uid,))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.fake.cloud import FakeCloud
-from cloudlet.providers.fake.flavors import disk_shrink
+from cloudlet.providers.fake.rules import disk_shrink
 
 
 class FakeProvider:

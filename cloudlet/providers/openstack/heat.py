@@ -14,7 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from cloudlet.model.expand import EXTERNAL, Expansion
+from cloudlet.model.expand import Expansion
+from cloudlet.model.kinds import is_external, refs
 from cloudlet.model.resources import Resource
 from cloudlet.providers.openstack import marks
 
@@ -26,11 +27,6 @@ def heat_name(rid: str) -> str:
     return re.sub(r"[^A-Za-z0-9-]", "_", f"{kind}__{name}")
 
 
-def _ids(r: Resource, key: str) -> tuple[str, ...]:
-    value = r.attrs.get(key)
-    return value if isinstance(value, tuple) else ()
-
-
 def _ref(rid: str) -> dict[str, str]:
     return {"get_resource": heat_name(rid)}
 
@@ -40,7 +36,7 @@ def _ip_of(rid: str) -> dict[str, list[Any]]:
 
 
 def _network_of(r: Resource, subnets: dict[str, str]) -> Any:
-    if r.attrs.get("network") == EXTERNAL:
+    if is_external(r):
         return {"get_param": "external_network"}
     return _ref(subnets[str(r.attrs["subnet"])])
 
@@ -54,8 +50,8 @@ def _port(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
     if r.attrs.get("subnet"):
         props["fixed_ips"] = [{"subnet": _ref(str(r.attrs["subnet"]))}]
     if r.kind == "port":  # an empty list: no group, not the project's default one
-        props["security_groups"] = [_ref(g) for g in _ids(r, "securityGroups")]
-    pairs = _ids(r, "allowedAddressPairs")
+        props["security_groups"] = [_ref(g) for g in refs(r, "securityGroups")]
+    pairs = refs(r, "allowedAddressPairs")
     if pairs:
         props["allowed_address_pairs"] = [{"ip_address": _ip_of(v)} for v in pairs]
     return {"type": "OS::Neutron::Port", "properties": props}
@@ -63,7 +59,7 @@ def _port(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
 
 def _rules(r: Resource) -> list[dict[str, Any]]:
     rules = []
-    for text in _ids(r, "rules"):
+    for text in refs(r, "rules"):
         direction, protocol, ports, remote = str(text).split(" ")
         rule: dict[str, Any] = {"direction": direction, "remote_ip_prefix": remote}
         if ":" in remote:
@@ -112,8 +108,8 @@ def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
                 "name": f"{owner}.{r.name}",
                 "image": r.attrs["image"],
                 "flavor": r.attrs["flavor"],
-                "networks": [{"port": _ref(p)} for p in _ids(r, "ports")],
-                "metadata": marks.server_metadata(owner, r.id, _ids(r, "ports"), r.deps),
+                "networks": [{"port": _ref(p)} for p in refs(r, "ports")],
+                "metadata": marks.server_metadata(owner, r.id, refs(r, "ports"), r.deps),
                 "tags": [marks.owner_tag(owner)],
             },
         },
@@ -146,7 +142,7 @@ def render_heat(expansion: Expansion, external_network: str = "public") -> dict[
             body["depends_on"] = [heat_name(d) for d in r.deps]
         resources[heat_name(r.id)] = body
         if r.kind == "router":
-            for i, sub in enumerate(_ids(r, "interfaces")):
+            for i, sub in enumerate(refs(r, "interfaces")):
                 resources[f"{heat_name(r.id)}__if{i}"] = {
                     "type": "OS::Neutron::RouterInterface",
                     "properties": {"router": _ref(r.id), "subnet": _ref(sub)},

@@ -12,17 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cloudlet.model.resources import AttrValue, Observed, Resource
+from cloudlet.model.kinds import refs
+from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.openstack import marks
 from cloudlet.providers.openstack.faults import is_gone, permanent
 from cloudlet.providers.openstack.rules import rule_fields, rule_text
 from cloudlet.providers.openstack.snapshot import INTERFACE_OWNER, Snapshot
 
 Lister = Callable[..., Any]
-
-
-def _strs(value: AttrValue) -> tuple[str, ...]:
-    return value if isinstance(value, tuple) else ()
 
 
 class Neutron:
@@ -66,7 +63,7 @@ class Neutron:
             return router
         if kind == "security-group":
             group = self._create_group(owner, resource)
-            self._converge_rules(group, _strs(resource.attrs.get("rules")))
+            self._converge_rules(group, refs(resource, "rules"))
             return group
         if kind in ("port", "vip"):
             return self._create_port(owner, resource, snap)
@@ -131,8 +128,8 @@ class Neutron:
 
     def _port_changes(self, resource: Resource, snap: Snapshot, port: Any) -> dict[str, Any]:
         """The security groups and address pairs ``port`` (None: a new one) lacks."""
-        groups = sorted(snap.uid(g) for g in _strs(resource.attrs.get("securityGroups")))
-        pairs = sorted(snap.address_of(v) for v in _strs(resource.attrs.get("allowedAddressPairs")))
+        groups = sorted(snap.uid(g) for g in refs(resource, "securityGroups"))
+        pairs = sorted(snap.address_of(v) for v in refs(resource, "allowedAddressPairs"))
         out: dict[str, Any] = {}
         if port is None or sorted(port.security_group_ids or ()) != groups:
             out["security_group_ids"] = groups
@@ -197,7 +194,7 @@ class Neutron:
                 self._net.update_router(obj, external_gateway_info=gateway)
             self._converge_router(obj, resource, snap)
         elif kind == "security-group":
-            self._converge_rules(obj, _strs(resource.attrs.get("rules")))
+            self._converge_rules(obj, refs(resource, "rules"))
         elif kind == "port":
             obj = self._update_port(obj, resource, snap)
         elif kind == "floating-ip":
@@ -207,7 +204,7 @@ class Neutron:
         return obj
 
     def _converge_router(self, router: Any, resource: Resource, snap: Snapshot) -> None:
-        wanted = {snap.uid(s) for s in _strs(resource.attrs.get("interfaces"))}
+        wanted = {snap.uid(s) for s in refs(resource, "interfaces")}
         have: set[str] = set()
         for port in self._net.ports(device_id=router.id, device_owner=INTERFACE_OWNER):
             have |= {ip["subnet_id"] for ip in port.fixed_ips or []}

@@ -12,7 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cloudlet.model.resources import IMMUTABLE, KINDS, Observed, Resource
+from cloudlet.model.kinds import KINDS, immutable_refusal
+from cloudlet.model.resources import Observed, Resource
 from cloudlet.model.spec import Platform
 from cloudlet.providers.openstack.catalog import Catalog
 from cloudlet.providers.openstack.config import OpenstackConfig, connect, load_config
@@ -24,16 +25,6 @@ from cloudlet.providers.openstack.servers import Servers
 from cloudlet.providers.openstack.snapshot import Snapshot
 
 T = TypeVar("T")
-
-
-def check_immutable(resource: Resource, current: Observed) -> None:
-    changed = [
-        k
-        for k in sorted(IMMUTABLE.get(resource.kind, ()))
-        if k in resource.attrs and current.attrs.get(k) != resource.attrs.get(k)
-    ]
-    if changed:
-        raise permanent(f"{resource.id}: cannot change immutable {', '.join(changed)} in place")
 
 
 class OpenstackProvider:
@@ -111,7 +102,9 @@ class OpenstackProvider:
 
     def update(self, owner: str, resource: Resource, current: Observed) -> Observed:
         def work() -> Observed:
-            check_immutable(resource, current)
+            refusal = immutable_refusal(resource, current.attrs)
+            if refusal is not None:
+                raise permanent(refusal)
             snap = self.snapshot(owner)
             if resource.kind in RECORD_KINDS:
                 return self._records.update(resource, current, snap)

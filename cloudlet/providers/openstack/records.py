@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloudlet.model.kinds import refs
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.openstack import marks
 from cloudlet.providers.openstack.faults import is_gone, permanent, transient
@@ -30,8 +31,7 @@ def host_of(resource: Resource, snap: Snapshot) -> str:
             if f"lb/{lb}" in marks.records_in(meta) and meta.get(marks.META_ID):
                 return str(meta[marks.META_ID])
         return f"vm/{lb}.0"
-    members = resource.attrs.get("members")
-    members = members if isinstance(members, tuple) else ()
+    members = refs(resource, "members")
     first = f"vm/{lb}.0"
     return first if first in members or not members else sorted(members)[0]
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cloudlet.model.kinds import refs
 from cloudlet.model.resources import Resource
 from cloudlet.providers.openstack import marks
 from cloudlet.providers.openstack.catalog import Catalog
@@ -46,11 +47,6 @@ def wait_for(
         pause = min(pause * 2, POLL_MAX)
 
 
-def _ports(resource: Resource) -> tuple[str, ...]:
-    value = resource.attrs.get("ports")
-    return value if isinstance(value, tuple) else ()
-
-
 class Servers:
     def __init__(self, conn: Any, catalog: Catalog, timeout: float) -> None:
         self._compute = conn.compute
@@ -75,7 +71,7 @@ class Servers:
         return server
 
     def create(self, owner: str, resource: Resource, snap: Snapshot) -> Any:
-        ports = _ports(resource)
+        ports = refs(resource, "ports")
         found = snap.server(resource.id)
         if found is None:
             image = self._catalog.image_id(str(resource.attrs["image"]))

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
 
-from cloudlet.model.expand import EXTERNAL
+from cloudlet.model.kinds import EXTERNAL
 from cloudlet.model.resources import AttrValue, Observed
 from cloudlet.providers.openstack import marks
 from cloudlet.providers.openstack.faults import transient

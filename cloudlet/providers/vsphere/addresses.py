@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from cloudlet.model.kinds import ADDRESSED, EXTERNAL, is_external
 from cloudlet.model.resources import Resource
 from cloudlet.providers.vsphere import fields, names
 from cloudlet.providers.vsphere.faults import permanent
@@ -29,13 +30,10 @@ from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import Session, decode_record
 from cloudlet.providers.vsphere.snapshot import Snapshot
 
-EXTERNAL = "@external"
-#: Kinds whose record carries an address the provider hands out.
-ADDRESSED = ("port", "vip", "floating-ip")
 
-
-def is_external(resource_attrs: Any, kind: str) -> bool:
-    return kind == "floating-ip" or resource_attrs.get("network") == EXTERNAL
+def _external_pool(resource: Resource) -> bool:
+    """Whether ``resource`` takes its address from the site's external pool."""
+    return resource.kind == "floating-ip" or is_external(resource)
 
 
 class Addresses:
@@ -46,7 +44,7 @@ class Addresses:
 
     @contextmanager
     def pool_lock(self, owner: str, resource: Resource) -> Iterator[None]:
-        key = EXTERNAL if is_external(resource.attrs, resource.kind) else f"owner:{owner}"
+        key = EXTERNAL if _external_pool(resource) else f"owner:{owner}"
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
@@ -60,7 +58,7 @@ class Addresses:
 
     def allocate(self, snap: Snapshot, resource: Resource) -> str:
         """A free address for ``resource``; call under ``pool_lock``."""
-        if is_external(resource.attrs, resource.kind):
+        if _external_pool(resource):
             cidr = self._session.config.site.external_cidr
             return lowest_free(cidr, self._external_in_use(), resource.id)
         subnet = resource.attrs.get("subnet")
@@ -95,7 +93,7 @@ class Addresses:
     def nic_config(self, snap: Snapshot, port: Any) -> dict[str, Any]:
         """The static guest config of one port: address, prefix length, gateway."""
         attrs_ = port.attrs
-        if attrs_.get("network") == EXTERNAL:
+        if is_external(attrs_):
             cidr = self._session.config.site.external_cidr
         else:
             cidr = self.subnet_cidr(snap, attrs_.get("subnet"), str(port.id))

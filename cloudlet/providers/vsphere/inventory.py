@@ -22,11 +22,6 @@ Props = dict[str, Any]
 Wanted = Mapping[Any, Sequence[str]]
 
 
-def moref(kind: Any, moid: str, stub: Any) -> Any:
-    """A managed object reference from its type and id (the provider's uids)."""
-    return kind(moid, stub)
-
-
 def children(
     obj: Any, path: str = "childEntity", kind: Any = vim.Folder, *, grandchildren: bool = False
 ) -> Any:

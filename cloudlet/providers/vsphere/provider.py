@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from cloudlet.model.resources import KINDS, Observed, Resource
+from cloudlet.model.kinds import KINDS
+from cloudlet.model.resources import Observed, Resource
 from cloudlet.model.spec import Platform
 from cloudlet.providers.vsphere.addresses import Addresses
 from cloudlet.providers.vsphere.config import VsphereConfig, load_config

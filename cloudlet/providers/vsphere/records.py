@@ -15,21 +15,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloudlet.model.resources import IMMUTABLE, Observed, Resource, freeze_value
+from cloudlet.model.kinds import ADDRESSED, immutable_refusal, with_computed
+from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.vsphere import fields, names
-from cloudlet.providers.vsphere.addresses import ADDRESSED
 from cloudlet.providers.vsphere.faults import is_gone, permanent
 from cloudlet.providers.vsphere.handler import FolderKindHandler
 from cloudlet.providers.vsphere.inventory import find_child, read
 from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import decode_record, encode_record
 from cloudlet.providers.vsphere.snapshot import Snapshot
-
-#: Attributes the provider computes, by kind; an update keeps them. Only the
-#: kinds it hands addresses to: an LB's ``address`` is the id of the object
-#: that carries its public address (its first leg, its VIP or its floating
-#: IP), which the engine sets and an update must change like any other.
-COMPUTED: dict[str, tuple[str, ...]] = {kind: ("address",) for kind in ADDRESSED}
 
 
 class Records(FolderKindHandler):
@@ -86,15 +80,10 @@ class Records(FolderKindHandler):
         if record is None or tags.get(fields.ID) != resource.id:
             raise permanent(f"{resource.id}: not found (uid {current.uid} holds no record)")
         old = record[0]
-        changed = [
-            k
-            for k in sorted(IMMUTABLE.get(resource.kind, ()))
-            if freeze_value(old.get(k)) != freeze_value(resource.attrs.get(k))
-        ]
-        if changed:
-            raise permanent(f"{resource.id}: cannot change immutable {', '.join(changed)} in place")
-        values = dict(resource.attrs)
-        values.update({k: old[k] for k in COMPUTED.get(resource.kind, ()) if k in old})
+        refusal = immutable_refusal(resource, old)
+        if refusal is not None:
+            raise permanent(refusal)
+        values = with_computed(resource.kind, resource.attrs, old)
         self._session.set_record(ref, encode_record(values, resource.deps))
         return Observed(current.uid, resource.id, resource.kind, values, resource.deps)
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import attrs
 
-from cloudlet.model.resources import KINDS, Observed
+from cloudlet.model.kinds import KINDS
+from cloudlet.model.resources import Observed
 from cloudlet.providers.vsphere import fields, names
 from cloudlet.providers.vsphere.inventory import children, find_child, last_values, retrieve
 from cloudlet.providers.vsphere.sdk import vim
@@ -59,9 +60,6 @@ class Snapshot:
             if item.observed.id is not None:
                 out.setdefault(item.observed.id, item)
         return out
-
-    def by_uid(self, uid: str) -> Item | None:
-        return next((i for i in self.items if i.observed.uid == uid), None)
 
 
 def flavor_of(

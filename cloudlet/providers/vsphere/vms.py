@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from cloudlet.model.resources import AttrValue, Observed, Resource
+from cloudlet.model.kinds import immutable_refusal, is_external, refs
+from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.vsphere import devices, names
-from cloudlet.providers.vsphere.addresses import EXTERNAL
 from cloudlet.providers.vsphere.faults import is_gone, permanent
 from cloudlet.providers.vsphere.handler import FolderKindHandler
 from cloudlet.providers.vsphere.inventory import named_child, read
@@ -29,10 +29,6 @@ from cloudlet.providers.vsphere.snapshot import VM_PROPS, Snapshot, decode_vm
 
 VM = vim.VirtualMachine
 HOT_ADD = ("config.cpuHotAddEnabled", "config.memoryHotAddEnabled")
-
-
-def _ids(value: AttrValue) -> tuple[str, ...]:
-    return value if isinstance(value, tuple) else ()
 
 
 class Vms(FolderKindHandler):
@@ -49,12 +45,12 @@ class Vms(FolderKindHandler):
         by_id = snap.by_id()
         switch_uuid = self._session.resolved().switch_uuid
         networks, configs = [], []
-        for port_id in _ids(resource.attrs.get("ports")):
+        for port_id in refs(resource, "ports"):
             port = by_id.get(port_id)
             if port is None:
                 raise permanent(f"{resource.id}: missing dependency {port_id}")
             attrs_ = port.observed.attrs
-            if attrs_.get("network") == EXTERNAL:
+            if is_external(attrs_):
                 networks.append(self._session.site.external(self._session.content))
             else:
                 subnet = by_id.get(str(attrs_.get("subnet")))
@@ -99,7 +95,7 @@ class Vms(FolderKindHandler):
         return {
             "image": str(a.get("image")),
             "flavor": str(a.get("flavor")),
-            "ports": list(_ids(a.get("ports"))),
+            "ports": list(refs(a, "ports")),
             "deps": list(resource.deps),
         }
 
@@ -169,9 +165,9 @@ class Vms(FolderKindHandler):
         seen = decode_vm(self._session, owner, ref, props).observed
         if seen.id != resource.id:
             raise permanent(f"{resource.id}: not found (uid {current.uid} is not tagged so)")
-        changed = [k for k in ("image", "ports") if seen.attrs.get(k) != resource.attrs.get(k)]
-        if changed:
-            raise permanent(f"{resource.id}: cannot change immutable {', '.join(changed)} in place")
+        refusal = immutable_refusal(resource, seen.attrs)
+        if refusal is not None:
+            raise permanent(refusal)
         size = self._sizes(resource)
         have = (props.get("config.hardware.numCPU"), props.get("config.hardware.memoryMB"))
         record = {"flavor": str(resource.attrs.get("flavor")), "deps": list(resource.deps)}
