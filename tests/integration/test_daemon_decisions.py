@@ -1,5 +1,6 @@
 """What the daemon decides from: its own sync record, never the status (a
-display document), and a terminal error waits for a new revision.
+display document), and a terminal error waits for a new revision; and the
+one writer that forgets a destroyed cloudlet's desired state.
 
 In process, with the embedded store and the fake cloud, like the
 supervision tests: these are about the daemon's decisions, not a server.
@@ -11,16 +12,19 @@ import time
 from pathlib import Path
 
 import attrs
+import pytest
 from conftest import ROUTER
 
+from cloudlet.cmd.main import main
 from cloudlet.engine.daemon import Daemon, DaemonOptions
+from cloudlet.errors import LockTimeout
 from cloudlet.model.codec import unstructure
 from cloudlet.model.load import load_file
 from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.base import Provider
 from cloudlet.providers.fake import FakeCloud, FakeProvider
 from cloudlet.shepherd.metrics import Metrics
-from cloudlet.store.records import StateRepo
+from cloudlet.store.records import StateRepo, lock_name
 from cloudlet.store.sqlite import open_store
 
 
@@ -105,3 +109,31 @@ def test_an_invalid_stored_spec_is_recorded_once_and_waits_for_a_new_revision(
     record = daemon.repo.get_sync(name)
     assert record is not None and record.converged and record.revision == good
     assert not record.terminal
+
+
+def test_destroy_forgets_the_desired_state_once_and_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cloudlet destroy`` once deleted the stored spec a second time, after
+    the engine had, outside the lock: a sync that took the lock in between
+    lost its spec and its objects were orphaned."""
+    spec = _spec(tmp_path)
+    state = tmp_path / "state"
+    assert main(["--state-dir", str(state), "sync", str(ROUTER), "--yes", "--json"]) == 0
+    held_each_time: list[bool] = []
+    real = StateRepo.delete_desired
+
+    def spy(self: StateRepo, name: str) -> bool:
+        other = open_store(state)
+        try:
+            with other.lock(lock_name(name), 0.0):
+                held_each_time.append(False)
+        except LockTimeout:
+            held_each_time.append(True)
+        finally:
+            other.close()
+        return real(self, name)
+
+    monkeypatch.setattr(StateRepo, "delete_desired", spy)
+    assert main(["--state-dir", str(state), "destroy", spec.name, "--yes"]) == 0
+    assert held_each_time == [True], held_each_time
