@@ -38,6 +38,11 @@ KINDS: tuple[str, ...] = (
     "lb-listener",
 )
 
+#: A cloud-computed attribute: why an object that exists cannot work as
+#: built (a namespace deleted behind our back, a daemon that died, a server
+#: in ERROR). The planner replaces such an object, whatever else matches.
+BROKEN = "broken"
+
 #: A port's or VIP's ``network`` when it sits on the site's external network
 #: (the platform's public network) instead of one of the cloudlet's subnets.
 EXTERNAL = "@external"

@@ -14,7 +14,7 @@ import attrs
 API_VERSION = "cloudlet/v1"
 KIND = "Cloudlet"
 
-PlatformType = Literal["fake", "openstack", "vsphere"]
+PlatformType = Literal["fake", "openstack", "vsphere", "local"]
 DataPath = Literal["no-router", "router", "floating-ip"]
 LbType = Literal["shared", "dedicated"]
 Redundancy = Literal["none", "vip"]
@@ -53,6 +53,8 @@ class Platform:
     datastore: str | None = None
     network: str | None = None
     template: str | None = None
+    # local: the external network's range; None picks a free /24 of 198.18.0.0/15
+    external_cidr: str | None = None
 
 
 @attrs.frozen

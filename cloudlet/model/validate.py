@@ -41,7 +41,10 @@ PLATFORM_FIELDS: dict[str, tuple[str, ...]] = {
     "fake": ("latency_ms", "jitter_ms", "failure_rate", "seed"),
     "openstack": ("cloud", "external_network"),
     "vsphere": ("datacenter", "cluster", "datastore", "network", "template"),
+    "local": ("external_cidr",),
 }
+#: Platform types whose fields are all optional.
+OPTIONAL_FIELDS = frozenset({"fake", "local"})
 
 
 class _Named(Protocol):
@@ -196,8 +199,10 @@ def _check_platform(c: _Checker) -> None:
             value = getattr(platform, field)
             if kind != platform.type and value != defaults[field]:
                 c.add((*base, camel(field)), f"{camel(field)} applies to platform type {kind}")
-            elif kind == platform.type and kind != "fake" and not value:
+            elif kind == platform.type and kind not in OPTIONAL_FIELDS and not value:
                 c.add(base, f"platform type {kind} requires {camel(field)}")
+    if platform.type == "local" and platform.external_cidr is not None:
+        _check_external_cidr(c, platform.external_cidr, (*base, "externalCidr"))
     if platform.type == "fake":
         if platform.latency_ms < 0:
             c.add((*base, "latencyMs"), "must be >= 0")
@@ -205,6 +210,16 @@ def _check_platform(c: _Checker) -> None:
             c.add((*base, "jitterMs"), "must be >= 0")
         if not 0.0 <= platform.failure_rate < 1.0:
             c.add((*base, "failureRate"), "must be in [0, 1)")
+
+
+def _check_external_cidr(c: _Checker, value: str, path: Path) -> None:
+    try:
+        net = ipaddress.ip_network(value)
+    except ValueError:
+        c.add(path, f"{value!r} is not an IPv4 network (like 198.18.0.0/24)")
+        return
+    if net.version != 4 or not 16 <= net.prefixlen <= 28:
+        c.add(path, "must be an IPv4 network from /16 to /28")
 
 
 def _check_networks(c: _Checker) -> dict[str, ipaddress.IPv4Network]:

@@ -14,7 +14,7 @@ from typing import Literal
 
 import attrs
 
-from cloudlet.model.kinds import POOLS, immutable_changes
+from cloudlet.model.kinds import BROKEN, POOLS, immutable_changes
 from cloudlet.model.resources import AttrValue, Observed, Resource, split_id
 
 Op = Literal["create", "update", "replace", "delete"]
@@ -53,6 +53,10 @@ def attr_changes(desired: Resource, current: Observed) -> list[tuple[str, AttrVa
 
 
 def _compare(desired: Resource, current: Observed, cloud_rule: str | None) -> Change | None:
+    broken = current.attrs.get(BROKEN)
+    if broken is not None:
+        reason = f"broken: {_show(broken)} (forces replacement)"
+        return Change("replace", desired.id, reason, desired, current)
     changes = attr_changes(desired, current)
     if not changes:
         return None

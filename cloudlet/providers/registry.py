@@ -28,4 +28,8 @@ def make_provider(platform: Platform, state_dir: Path) -> Provider:
         from cloudlet.providers.openstack.provider import OpenstackProvider  # SDK loads only here
 
         return OpenstackProvider(platform)
+    if platform.type == "local":
+        from cloudlet.providers.local.provider import LocalProvider
+
+        return LocalProvider(state_dir, external_cidr=platform.external_cidr)
     raise CloudletError(f"platform type {platform.type!r} is not available")

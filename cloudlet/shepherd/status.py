@@ -16,6 +16,7 @@ from typing import Literal
 import attrs
 
 from cloudlet.model.expand import Expansion
+from cloudlet.model.kinds import BROKEN
 from cloudlet.model.resources import Observed
 from cloudlet.planner.diff import attr_changes, group_observed
 from cloudlet.store.records import SyncRecord
@@ -98,6 +99,7 @@ def resource_states(expansion: Expansion, actual: Sequence[Observed]) -> list[Re
         differs: tuple[str, ...] = ()
         if state == "ready":
             differs = tuple(sorted(k for k, _, _ in attr_changes(want[rid], objs[0])))
+            differs += (BROKEN,) if BROKEN in objs[0].attrs else ()
             state = "drifted" if differs else "ready"
         address = objs[0].attrs.get("address") if objs else None
         out.append(

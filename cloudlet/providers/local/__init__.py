@@ -1,0 +1,1 @@
+"""The ``local`` platform: a cloudlet in network namespaces on this host."""
