@@ -34,7 +34,7 @@ import uuid
 from pathlib import Path
 
 from cloudlet.errors import ProviderError
-from cloudlet.model.kinds import EXTERNAL, ref, refs
+from cloudlet.model.kinds import EXTERNAL, immutable_refusal, ref, refs
 from cloudlet.model.resources import AttrValue, Observed, Resource
 from cloudlet.providers.local import host
 from cloudlet.providers.local.lbconf import lb_daemons
@@ -118,7 +118,10 @@ class LocalProvider:
         with self._lock:
             record = site.records.get(current.uid)
             if record is None:
-                raise ProviderError(f"{resource.id}: gone (uid {current.uid})", transient=True)
+                raise ProviderError(f"{resource.id}: no object {current.uid}", transient=False)
+            refusal = immutable_refusal(resource, record.attrs)
+            if refusal is not None:
+                raise ProviderError(refusal, transient=False)
             record.attrs.update(resource.attrs)
             record.deps = list(resource.deps)
             site.records.put(record)
@@ -246,9 +249,8 @@ class LocalProvider:
             outside, inside = f"v{vm.uid}{i}", f"eth{i}"
             if inside not in have:
                 host.run(["ip", "-n", site.fabric, "link", "del", outside], check=False)
-                fabric_lines.append(
-                    f"link add {outside} type veth peer name {inside} address {_mac(port)} netns {ns}"
-                )
+                peer = f"peer name {inside} address {_mac(port)} netns {ns}"
+                fabric_lines.append(f"link add {outside} type veth {peer}")
             fabric_lines += [
                 f"link set {outside} master {self._bridge(site, port)}",
                 f"link set {outside} up",
