@@ -99,19 +99,30 @@ class LocalProvider:
         site = Site(self.base, owner)
         with self._lock:
             self._ensure_fabric(site)
-            record = site.records.by_id(resource.id)
-            if record is None:  # the record first: a crash from here on is adopted
-                record = Record(
-                    uuid.uuid4().hex[:8],
-                    resource.id,
-                    resource.kind,
-                    dict(resource.attrs),
-                    list(resource.deps),
-                )
-                record.attrs.update(self._computed(site, record))
-                site.records.put(record)
+            try:
+                record = site.records.by_id(resource.id) or self._new_record(site, resource)
+            except ProviderError:
+                if not site.records.all():
+                    self._teardown_fabric(site)  # nothing else here: leave the host as it was
+                raise
             self._build(site, record)
-            return record.observed()
+            return self._observed(site, record)
+
+    def _observed(self, site: Site, record: Record) -> Observed:
+        return record.observed(self._health(site, record, host.namespaces()))
+
+    def _new_record(self, site: Site, resource: Resource) -> Record:
+        """The record first: a create cut off after this is adopted."""
+        record = Record(
+            uuid.uuid4().hex[:8],
+            resource.id,
+            resource.kind,
+            dict(resource.attrs),
+            list(resource.deps),
+        )
+        record.attrs.update(self._computed(site, record))
+        site.records.put(record)
+        return record
 
     def update(self, owner: str, resource: Resource, current: Observed) -> Observed:
         site = Site(self.base, owner)
@@ -126,7 +137,7 @@ class LocalProvider:
             record.deps = list(resource.deps)
             site.records.put(record)
             self._build(site, record)
-            return record.observed()
+            return self._observed(site, record)
 
     def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
         return None
@@ -371,7 +382,9 @@ class LocalProvider:
                 dead = [n for n, pid in daemons.items() if not host.alive(pid, member)]
                 if dead:
                     why = f"{', '.join(sorted(dead))} not running on {member}"
-        return {} if why is None else {"broken": why}
+        if why is None:
+            return {"status": "ACTIVE"} if record.kind == "vm" else {}
+        return {"broken": why, "status": "ERROR"} if record.kind == "vm" else {"broken": why}
 
 
 def _mac(port: Record) -> str:
