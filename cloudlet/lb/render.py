@@ -325,7 +325,8 @@ def daemons(cfg: LbConfig) -> tuple[str, ...]:
 
 
 def _header(cfg: LbConfig, daemon: str) -> str:
-    return f"# {daemon} for cloudlet LB {section_name(cfg.name)}: rendered by cloudlet.lb; do not edit."
+    lb = section_name(cfg.name)
+    return f"# {daemon} for cloudlet LB {lb}: rendered by cloudlet.lb; do not edit."
 
 
 def haproxy_config(cfg: LbConfig) -> str:
@@ -494,7 +495,13 @@ def nginx_argv(cfg: LbConfig, config: str | None = None) -> tuple[str, ...]:
 
 
 def nginx_check_argv(cfg: LbConfig, config: str | None = None) -> tuple[str, ...]:
-    """Validate a rendered nginx configuration (exit 0 when valid; leaves a running pid file be)."""
+    """Validate a rendered nginx configuration (exit 0 when valid).
+
+    ``nginx -t`` binds its listen addresses, so run it inside the LB's namespace
+    (with ``ip_nonlocal_bind=1`` for a VIP it does not hold). It works while
+    nginx runs there (the UDP sockets take ``SO_REUSEADDR``) and leaves the
+    running pid file as it is.
+    """
     p = runtime_paths(cfg)
     return ("nginx", "-e", "stderr", "-p", p.nginx_prefix, "-t", "-q", "-c", config or p.nginx_conf)
 

@@ -36,9 +36,7 @@ WEB = Listener(
     (Backend("vm/b", "10.0.0.6", 8443), Backend("vm/a", "10.0.0.5", 443)),
 )
 GAME = Listener("lb-listener/game", "udp", "198.18.0.5", 7777, (Backend("vm/g", "10.0.0.7", 7000),))
-VRRP = Vrrp(
-    "vi_root", "eth0", "198.18.0.5/24", 51, 150, ("198.18.0.4", "198.18.0.3"), "198.18.0.2"
-)
+VRRP = Vrrp("vi_root", "eth0", "198.18.0.5/24", 51, 150, ("198.18.0.4", "198.18.0.3"), "198.18.0.2")
 
 
 def config(listeners=(WEB, GAME), vrrp=VRRP, name="lb/root"):
@@ -133,9 +131,15 @@ def test_nginx_stream_one_server_per_udp_listener():
     assert f"pid {RT}/nginx.pid;" in lines
     assert "error_log stderr notice;" in lines
     assert "http {" not in text and "daemon" not in text
-    assert block(text, "upstream lb-listener_game") == ["server 10.0.0.7:7000 max_fails=1 fail_timeout=2s;"]
+    assert block(text, "upstream lb-listener_game") == [
+        "server 10.0.0.7:7000 max_fails=1 fail_timeout=2s;"
+    ]
     server = block(text, "server {")
-    assert server[:3] == ["listen 198.18.0.5:7777 udp;", "proxy_pass lb-listener_game;", "proxy_responses 1;"]
+    assert server[:3] == [
+        "listen 198.18.0.5:7777 udp;",
+        "proxy_pass lb-listener_game;",
+        "proxy_responses 1;",
+    ]
     (timeout,) = [ln for ln in server if ln.startswith("proxy_timeout")]
     assert timeout == "proxy_timeout 2s;"
     # TCP is haproxy's
@@ -270,7 +274,13 @@ def test_section_name_keeps_only_safe_characters():
         lambda: Backend("x", "10.0.0.1", True),
         lambda: Listener("l", "sctp", "10.0.0.1", 1, ()),  # type: ignore[arg-type]
         lambda: Listener("l", "tcp", "10.0.0.1", 1, [Backend("x", "10.0.0.1", 1)]),  # type: ignore[arg-type]
-        lambda: Listener("l", "tcp", "10.0.0.1", 1, (Backend("a/b", "10.0.0.1", 1), Backend("a_b", "10.0.0.2", 1))),
+        lambda: Listener(
+            "l",
+            "tcp",
+            "10.0.0.1",
+            1,
+            (Backend("a/b", "10.0.0.1", 1), Backend("a_b", "10.0.0.2", 1)),
+        ),
         lambda: Vrrp("v", "eth0", "10.0.0.5", 1, 100, (), "10.0.0.1"),  # no prefix
         lambda: Vrrp("v", "eth0", "10.0.0.5/24", 0, 100, (), "10.0.0.1"),
         lambda: Vrrp("v", "eth0", "10.0.0.5/24", 256, 100, (), "10.0.0.1"),
@@ -282,7 +292,9 @@ def test_section_name_keeps_only_safe_characters():
         lambda: Vrrp("v", "eth0", "10.0.0.5/24", 1, 100, (), "10.0.0.1", advert_interval=41),
         lambda: Vrrp("v", "a-very-long-interface", "10.0.0.5/24", 1, 100, (), "10.0.0.1"),
         lambda: Vrrp("v w", "eth0", "10.0.0.5/24", 1, 100, (), "10.0.0.1"),
-        lambda: Vrrp("v", "eth0", "10.0.0.5/24", 1, 100, (), "10.0.0.1", state="MASTER", preempt=False),
+        lambda: Vrrp(
+            "v", "eth0", "10.0.0.5/24", 1, 100, (), "10.0.0.1", state="MASTER", preempt=False
+        ),
         lambda: LbConfig("x", (WEB, WEB), None, RT),
         lambda: LbConfig("x", (WEB, Listener("other", "tcp", WEB.bind, WEB.port, ())), None, RT),
         lambda: LbConfig("x", (), None, "relative/dir"),
