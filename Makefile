@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STATE ?= $(CURDIR)/.demo-state
 
-.PHONY: all venv system-deps vcsim openstack-cloud demo-openstack demo-etcd lint typecheck layers unit test demo bench soak clean
+.PHONY: all venv system-deps dataplane-deps vcsim openstack-cloud demo-openstack demo-etcd lint typecheck layers unit test demo bench soak clean
 
 all: test
 
@@ -23,6 +23,25 @@ system-deps:
 	  echo "installing graphviz (for cloudlet graph -o *.svg)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "warning: could not install graphviz; SVG/PNG graph tests will fail"; }
+
+# The `local` platform's data plane (issue 10): haproxy (TCP), nginx stream (UDP), keepalived (VRRP),
+# nftables, iproute2, conntrack, arping, socat, curl. Packaged services must never start: every daemon
+# runs in the foreground inside its namespace. Debian's policy-rc.d (exit 101) stops the maintainer
+# scripts from starting them; if the machine has none, one is put there for this install and removed.
+DATAPLANE_CMDS := haproxy keepalived nginx nft ip conntrack arping socat curl
+NGINX_STREAM   := /usr/lib/nginx/modules/ngx_stream_module.so
+dataplane-deps:
+	@missing=""; for c in $(DATAPLANE_CMDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	[ -e $(NGINX_STREAM) ] || missing="$$missing ngx_stream_module"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing the local data plane (missing:$$missing)"; \
+	  ours=0; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && ours=1; fi; \
+	  apt-get -o DPkg::Lock::Timeout=900 update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends \
+	    haproxy keepalived nginx libnginx-mod-stream nftables iproute2 conntrack iputils-arping socat curl >/dev/null; \
+	  rc=$$?; if [ $$ours = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; \
+	fi
 
 # govmomi's vCenter simulator, built offline from Debian's Go packages into
 # .cache/vcsim/ (the vSphere tests start it on a free loopback port).
@@ -53,7 +72,7 @@ layers: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
 
-test: $(STAMP) system-deps vcsim openstack-cloud lint typecheck layers
+test: $(STAMP) system-deps dataplane-deps vcsim openstack-cloud lint typecheck layers
 	$(BIN)/pytest tests -p no:cacheprovider
 
 demo-etcd: $(STAMP)
