@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import cli, describe, ok
 
-from cloudlet.providers.local.provider import AUTO_RANGE, Site
+from cloudlet.providers.local.provider import AUTO_RANGE, RUNTIME, Site
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -75,7 +75,10 @@ def _ours(proc: Path, state: Path) -> bool:
         cmdline = (proc / "cmdline").read_bytes()
     except OSError:
         return False
-    return str(state).encode() in cmdline
+    return str(state).encode() in cmdline or any(
+        f"{RUNTIME}/{Site(state / 'local', name).key}/".encode() in cmdline
+        for name in (os.listdir(state / "local") if (state / "local").is_dir() else ())
+    )
 
 
 @pytest.fixture

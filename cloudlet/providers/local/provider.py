@@ -37,7 +37,7 @@ from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import EXTERNAL, immutable_refusal, ref, refs
 from cloudlet.model.resources import AttrValue, Observed, Resource
 from cloudlet.providers.local import host
-from cloudlet.providers.local.lbconf import lb_daemons
+from cloudlet.providers.local.lbconf import lb_config, lb_daemons
 from cloudlet.providers.local.records import Record, Records
 
 #: Every TCP and UDP port of a VM is redirected to its back-end's two ports.
@@ -45,6 +45,8 @@ BACKEND_TCP, BACKEND_UDP = 7000, 7001
 #: ``auto``: the lowest /24 of this range that no host route uses yet.
 AUTO_RANGE = ipaddress.ip_network("198.18.0.0/15")
 UNSUPPORTED = {"router", "floating-ip"}
+#: Daemons' runtime files (a UNIX socket path must stay under 108 bytes).
+RUNTIME = Path("/run/cloudlet-local")
 
 
 class Site:
@@ -63,6 +65,10 @@ class Site:
 
     def run_dir(self, uid: str) -> Path:
         return self.dir / "run" / uid
+
+    def lb_dir(self, lb_uid: str, member_uid: str) -> Path:
+        """An LB VM's configs, pid files and sockets: short, for UNIX socket paths."""
+        return RUNTIME / self.key / f"{lb_uid}.{member_uid}"
 
     @property
     def meta_path(self) -> Path:
@@ -184,6 +190,7 @@ class LocalProvider:
         host.delete_namespace(site.fabric)
         site.meta_path.unlink(missing_ok=True)
         shutil.rmtree(site.dir / "run", ignore_errors=True)
+        shutil.rmtree(RUNTIME / site.key, ignore_errors=True)
 
     # -- addresses -----------------------------------------------------------
 
@@ -332,10 +339,11 @@ class LocalProvider:
             host.nft(ns, "flush ruleset\n")
             for pid in lb.run.get("members", {}).get(member.uid, {}).values():
                 host.kill(int(pid))
-            run_dir = site.run_dir(lb.uid) / member.uid
+            cfg = lb_config(lb, listeners, bind, backends, site.lb_dir(lb.uid, member.uid))
+            logs = site.run_dir(lb.uid)
             pids[member.uid] = {
-                name: host.spawn(ns, argv, run_dir / f"{name}.log")
-                for name, argv in lb_daemons(lb, listeners, bind, backends, run_dir).items()
+                name: host.spawn(ns, argv, logs / f"{member.uid}.{name}.log")
+                for name, argv in lb_daemons(cfg).items()
             }
         lb.run["members"] = pids
         site.records.put(lb)
