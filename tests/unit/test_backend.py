@@ -238,8 +238,9 @@ def test_healthz_and_head(launch: Launch) -> None:
 def test_a_request_body_is_drained_not_reset(launch: Launch) -> None:
     """The answer goes out after the head; the body still arriving must not cause a reset."""
     vm = launch("--id", "vm/game", "--tcp", "0")
-    for _ in range(5):
-        req = urllib.request.Request(f"http://127.0.0.1:{vm.tcp[0]}/up", data=b"x" * 300_000)
+    body = b"x" * 8_000_000  # more than the socket buffers hold before the answer
+    for _ in range(3):
+        req = urllib.request.Request(f"http://127.0.0.1:{vm.tcp[0]}/up", data=body)
         with urllib.request.urlopen(req, timeout=WAIT) as r:
             assert (r.status, r.read()) == (200, b"vm/game\n")
 
@@ -299,6 +300,32 @@ def test_sigterm_exits_0_and_removes_the_ready_file(launch: Launch) -> None:
         vm.proc.communicate(timeout=WAIT)
     assert vm.proc.returncode == 0
     assert not vm.ready.exists()
+
+
+def test_without_site_and_without_ports_it_idles_until_sigterm(tmp_path: Path) -> None:
+    """The recommended ``python -S`` start works; a VM exposing nothing still gets a process."""
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-S",
+            "-m",
+            "cloudlet.providers.local.backend",
+            "--id",
+            "vm/quiet",
+            "--ready-file",
+            str(ready),
+        ],
+        env=ENV,
+        cwd=tmp_path,
+    )
+    try:
+        vm = _wait_ready(proc, ready)
+        assert (vm.tcp, vm.udp) == ([], [])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=WAIT) == 0
+    finally:
+        _stop(proc)
 
 
 def test_a_silent_client_does_not_block_the_others(launch: Launch) -> None:
