@@ -1,1 +1,1 @@
-"""The ``local`` platform: a cloudlet in network namespaces on this host."""
+"""The ``local`` platform: a whole cloudlet in network namespaces on this Linux host."""
