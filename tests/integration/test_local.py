@@ -7,145 +7,23 @@ this test's namespaces and links is left)."""
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
-import socket
 import subprocess
-import textwrap
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import cli, describe, ok
-
-from cloudlet.providers.local.provider import AUTO_RANGE, RUNTIME, Site
+from localsite import (  # noqa: F401 - local_site is the fixture `site`
+    Site,
+    answers,
+    host_state,
+    local_site,
+    spec,
+    status,
+    sync,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
-
-
-def spec(name: str, data_path: str = "no-router", cidr: str = "10.61.0.0/24") -> str:
-    return textwrap.dedent(
-        f"""\
-        apiVersion: cloudlet/v1
-        kind: Cloudlet
-        metadata: {{name: {name}}}
-        spec:
-          platform: {{type: local}}
-          dataPath: {data_path}
-          networks: [{{name: internal, cidr: {cidr}}}]
-          loadBalancers:
-            - {{name: root, type: shared, network: internal}}
-          vms:
-            - name: game
-              network: internal
-              expose:
-                loadBalancer: root
-                ports: [{{protocol: tcp, port: 443}}, {{protocol: udp, port: 5000}}]
-            - name: chat
-              network: internal
-              expose: {{loadBalancer: root, ports: [{{protocol: tcp, port: 443}}]}}
-        """
-    )
-
-
-def host_state(state: Path) -> dict[str, object]:
-    """What a cloudlet must leave as it found it: namespaces, host links and
-    routes, the host's nftables ruleset, and the processes the platform
-    started for ``state`` (their command lines name files under it)."""
-
-    def ip_json(*args: str) -> list[dict[str, object]]:
-        out = subprocess.run(["ip", "-j", *args], capture_output=True, text=True).stdout
-        return list(json.loads(out or "[]"))
-
-    procs = sorted(p.name for p in Path("/proc").iterdir() if p.name.isdigit() and _ours(p, state))
-    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
-    return {
-        "netns": sorted(str(n["name"]) for n in ip_json("netns", "list")),
-        "links": sorted(str(n["ifname"]) for n in ip_json("link", "show")),
-        "routes": sorted(str(r.get("dst")) for r in ip_json("-4", "route", "show")),
-        "nft": nft,
-        "procs": procs,
-    }
-
-
-def _ours(proc: Path, state: Path) -> bool:
-    try:
-        cmdline = (proc / "cmdline").read_bytes()
-    except OSError:
-        return False
-    return str(state).encode() in cmdline or any(
-        f"{RUNTIME}/{Site(state / 'local', name).key}/".encode() in cmdline
-        for name in (os.listdir(state / "local") if (state / "local").is_dir() else ())
-    )
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Path]:
-    state = tmp_path / "state"
-    state.mkdir()
-    names: list[str] = []
-    yield_value = state
-    before = host_state(state)
-    try:
-        yield yield_value
-    finally:
-        for name in os.listdir(state / "local") if (state / "local").is_dir() else []:
-            names.append(name)
-            cli("destroy", name, "--yes", state_dir=state, timeout=120)
-        _scrub(state, names)
-        after = host_state(state)
-        assert after == before, "the host is not as it was"
-
-
-def _scrub(state: Path, names: list[str]) -> None:
-    """Remove what a failed test may have left: this state dir's namespaces
-    and host leg only (their names derive from it)."""
-    for name in names:
-        s = Site(state / "local", name)
-        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-        for ns in (line.split()[0] for line in listed.splitlines() if line):
-            if ns == s.fabric or ns.startswith(s.fabric + "-"):
-                pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-                for pid in pids.stdout.split():
-                    subprocess.run(["kill", "-9", pid], check=False)
-                subprocess.run(["ip", "netns", "del", ns], check=False)
-        subprocess.run(["ip", "link", "del", s.host_if], capture_output=True, check=False)
-
-
-def status(state: Path, name: str) -> dict[str, object]:
-    return dict(json.loads(ok(cli("status", name, "--json", state_dir=state)).stdout))
-
-
-def _ours_to_reach(ip: str) -> str:
-    assert ipaddress.ip_address(ip) in AUTO_RANGE, f"{ip} is not in the platform's range"
-    return ip
-
-
-def http_first_line(ip: str, port: int) -> str:
-    url = f"http://{_ours_to_reach(ip)}:{port}/"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        assert resp.status == 200
-        return resp.read().decode().splitlines()[0]
-
-
-def udp_answer(ip: str, port: int) -> str:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(3)
-        s.sendto(b"hello", (_ours_to_reach(ip), port))
-        return s.recv(512).decode().splitlines()[0]
-
-
-def answers(mapping: dict[str, object]) -> str:
-    ip, port = str(mapping["publicIp"]), int(str(mapping["publicPort"]))
-    if mapping["protocol"] == "udp":
-        return udp_answer(ip, port)
-    return http_first_line(ip, port)
-
-
-def sync(state: Path, path: Path) -> None:
-    ok(cli("sync", path, "--yes", state_dir=state, timeout=120))
 
 
 def test_every_port_mapping_answers_with_its_target(site: Path, tmp_path: Path) -> None:
