@@ -62,13 +62,17 @@ def links(ns: str | None) -> set[str]:
     return {str(link["ifname"]) for link in json.loads(out or "[]")}
 
 
+def pids(ns: str) -> list[int]:
+    """The processes running inside ``ns``."""
+    return [int(p) for p in run(["ip", "netns", "pids", ns], check=False).split()]
+
+
 def delete_namespace(ns: str) -> None:
     """Stop every process inside, then the namespace (its links go with it)."""
     if ns not in namespaces():
         return
-    pids = run(["ip", "netns", "pids", ns], check=False).split()
-    for pid in pids:
-        kill(int(pid))
+    for pid in pids(ns):
+        kill(pid)
     run(["ip", "netns", "del", ns], check=False)
 
 

@@ -53,8 +53,8 @@ def refresh(site: Site, lb: Record) -> None:
         if member is None or site.ns(member.uid) not in present:
             continue
         vms.stop_backend(site, member)
-        for pid in lb.run.get("members", {}).get(member.uid, {}).values():
-            host.kill(int(pid))
+        for pid in host.pids(site.ns(member.uid)):  # ours, recorded or not (a crash mid-way)
+            host.kill(pid)
         cfg = lb_config(lb, listeners, bind, backends, site.lb_dir(lb.uid, member.uid))
         logs = site.run_dir(lb.uid)
         pids[member.uid] = {
