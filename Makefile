@@ -91,12 +91,13 @@ soak: $(STAMP) system-deps vcsim
 	CLOUDLET_HYPOTHESIS_SCALE=$(or $(SCALE),20) $(BIN)/pytest -q -p no:cacheprovider \
 		tests/property tests/integration/test_vsphere_e2e.py -k "not without_credentials"
 
-bench: $(STAMP) vcsim
+bench: $(STAMP) vcsim dataplane-deps
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/daemon.py
 	$(BIN)/python bench/daemon_etcd.py
 	$(BIN)/python bench/vsphere.py
 	$(BIN)/python bench/os_vs_heat.py
+	$(BIN)/python bench/local.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_STATE) $(DEMO_STATE)-openstack .mypy_cache .ruff_cache .pytest_cache .hypothesis
