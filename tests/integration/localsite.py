@@ -11,15 +11,38 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import textwrap
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli, ok
 
 from cloudlet.providers.local.provider import AUTO_RANGE, RUNTIME, Site
+
+
+def cli(
+    *args: str | Path, state_dir: Path, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """The CLI in a subprocess (self-contained: property tests import this too)."""
+    argv = [sys.executable, "-m", "cloudlet", "--state-dir", str(state_dir), *map(str, args)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDLET_")}
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str], code: int = 0) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
 
 
 def spec(name: str, data_path: str = "no-router", cidr: str = "10.61.0.0/24") -> str:
