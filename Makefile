@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO_STATE ?= $(CURDIR)/.demo-state
 
-.PHONY: all venv system-deps dataplane-deps vcsim openstack-cloud demo-openstack demo-etcd lint typecheck layers unit test demo bench soak clean
+.PHONY: all venv system-deps dataplane-deps vcsim openstack-cloud demo-local demo-openstack demo-etcd lint typecheck layers unit test demo bench soak clean
 
 all: test
 
@@ -80,6 +80,9 @@ demo-etcd: $(STAMP)
 
 demo: $(STAMP)
 	DEMO_STATE=$(DEMO_STATE) CLOUDLET=$(BIN)/cloudlet bash scripts/demo.sh
+
+demo-local: $(STAMP) dataplane-deps
+	$(BIN)/python scripts/demo_local.py
 
 demo-openstack: $(STAMP)
 	DEMO_STATE=$(DEMO_STATE)-openstack CLOUDLET=$(BIN)/cloudlet PYTHON_BIN=$(BIN)/python \
