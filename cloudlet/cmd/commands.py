@@ -24,6 +24,8 @@ from cloudlet.engine.sync import QuietListener, SyncListener, SyncOptions, store
 from cloudlet.errors import CloudletError
 from cloudlet.model.load import load_file
 from cloudlet.shepherd.codec import status_to_json
+from cloudlet.shepherd.metrics import reaches_public_addresses
+from cloudlet.shepherd.probe import probed
 from cloudlet.shepherd.status import build_status
 
 Handler = Callable[[argparse.Namespace], int]
@@ -134,6 +136,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             last_sync=ctx.repo.get_sync(cloudlet.name),
             previous=stored_status(ctx.repo, cloudlet.name),
         )
+        if reaches_public_addresses(engine.provider):
+            status = probed(status, stored_status(ctx.repo, cloudlet.name), time.time())
         record = ctx.repo.get_desired(cloudlet.name)
         status = attrs.evolve(status, desired_revision=record.revision if record else None)
     if args.json:

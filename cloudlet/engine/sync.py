@@ -38,6 +38,8 @@ from cloudlet.model.spec import Cloudlet
 from cloudlet.planner import Plan, Step, leave_alone, plan_actions, remaining_path
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.codec import status_from_json, status_to_json
+from cloudlet.shepherd.metrics import reaches_public_addresses
+from cloudlet.shepherd.probe import probed
 from cloudlet.shepherd.status import Status, build_status, with_sync
 from cloudlet.store.base import HeldLock
 from cloudlet.store.records import StateRepo, SyncRecord, lock_name
@@ -324,6 +326,8 @@ class _Run:
             status = build_status(
                 expansion, report.actual, at=at, last_sync=record, previous=previous
             )
+            if reaches_public_addresses(self.engine.provider):
+                status = probed(status, previous, at)
         elif previous is not None:
             status = with_sync(previous, record, at)
         else:

@@ -9,7 +9,7 @@ their SDK's types.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from cloudlet.model.resources import Observed, Resource
 
@@ -42,3 +42,11 @@ class Provider(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class HostReachable(Protocol):
+    """A platform whose public addresses this host reaches (``local``): Shepherd
+    probes its port mappings after each sync and in ``status``."""
+
+    public_addresses_reachable_from_host: bool

@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from cloudlet.model.resources import Observed, Resource
-from cloudlet.providers.base import Provider
+from cloudlet.providers.base import HostReachable, Provider
 from cloudlet.shepherd.status import Status
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -94,12 +94,18 @@ class Metrics:
             self.last_success.labels(name).set(time.time())
 
 
+def reaches_public_addresses(provider: object) -> bool:
+    """Whether this host reaches the provider's public addresses (so Shepherd probes them)."""
+    return isinstance(provider, HostReachable) and provider.public_addresses_reachable_from_host
+
+
 class InstrumentedProvider:
     """Times every call of a provider into ``cloudlet_provider_call_duration_seconds``."""
 
     def __init__(self, inner: Provider, metrics: Metrics) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.public_addresses_reachable_from_host = reaches_public_addresses(inner)
 
     def _timed(self, op: str, fn: Any, *args: Any) -> Any:
         t = time.perf_counter()

@@ -37,6 +37,30 @@ def test_every_port_mapping_answers_with_its_target(site: Path, tmp_path: Path) 
     for mapping in mappings:
         assert answers(mapping) == f"vm/{mapping['target']}", mapping
     ok(cli("plan", path, state_dir=site), 0)
+    reachable = _condition(status(site, "edge-a"), "Reachable")
+    assert reachable["status"] == "True", reachable
+
+
+def test_reachable_says_which_mapping_does_not_answer(site: Path, tmp_path: Path) -> None:
+    """Shepherd probes every mapping from the host; a back-end that stopped
+    answering (its process killed behind our back) makes Reachable False."""
+    path = tmp_path / "a.yaml"
+    path.write_text(spec("edge-f"))
+    sync(site, path)
+    s = Site(site / "local", "edge-f")
+    chat = next(r for r in s.records.all() if r.id == "vm/chat")
+    subprocess.run(["kill", "-9", str(chat.run["backend"])], check=True)
+    reachable = _condition(status(site, "edge-f"), "Reachable")
+    assert reachable["status"] == "False", reachable
+    assert "tcp/10000 (chat)" in reachable["message"], reachable
+    sync(site, path)  # heals: the VM was broken
+    assert _condition(status(site, "edge-f"), "Reachable")["status"] == "True"
+
+
+def _condition(doc: dict[str, object], kind: str) -> dict[str, str]:
+    conditions = doc["conditions"]
+    assert isinstance(conditions, list)
+    return next(c for c in conditions if c["type"] == kind)
 
 
 def test_a_deleted_lb_vm_namespace_is_drift_and_healed(site: Path, tmp_path: Path) -> None:

@@ -62,6 +62,9 @@ UNSUPPORTED = {"router", "floating-ip"}
 
 
 class LocalProvider:
+    #: The public addresses route from this host to the cloudlet's own fabric.
+    public_addresses_reachable_from_host = True
+
     def __init__(self, state_dir: Path | str, *, external_cidr: str | None = None) -> None:
         self.base = Path(state_dir) / "local"
         self.wanted_cidr = external_cidr
