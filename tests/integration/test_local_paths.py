@@ -23,13 +23,14 @@ from pathlib import Path
 import pytest
 from conftest import cli, ok
 from localsite import (  # noqa: F401 - local_site is the fixture `site`
-    Site,
     answers,
     local_site,
     spec,
     status,
     sync,
 )
+
+from cloudlet.providers.local.provider import Site
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -77,6 +78,44 @@ def ask(ns: str, ip: str, port: int, proto: str = "tcp") -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+#: Run inside the probe: answer each datagram with the source address it came from.
+SEEN = """
+import socket, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s.bind(("0.0.0.0", int(sys.argv[1])))
+    s.settimeout(60)
+    print("ready", flush=True)
+    while True:
+        data, peer = s.recvfrom(512)
+        s.sendto(peer[0].encode() + b"\\n", peer)
+"""
+
+
+@contextlib.contextmanager
+def source_echo(ns: str, port: int) -> Iterator[None]:
+    """A UDP server in ``ns`` telling each sender the address it saw."""
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-S", "-c", SEEN, str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def probe_address(s: Site) -> str:
+    """The probe's address: the external range's last (the pool starts at the bottom)."""
+    cidr = s.external_cidr()
+    assert cidr is not None
+    return str(list(ipaddress.ip_network(cidr).hosts())[-1])
+
+
+#: The probe's MAC, the same each time it is made: the router's neighbour
+#: entry for the probe's address stays right from one probe to the next.
+PROBE_MAC = "02:00:5e:00:00:fe"
+
+
 @contextlib.contextmanager
 def probe(s: Site, via: str, subnets: list[str]) -> Iterator[str]:
     """A namespace of this test's on the cloudlet's external bridge, with the
@@ -85,13 +124,25 @@ def probe(s: Site, via: str, subnets: list[str]) -> Iterator[str]:
     if this test dies before its own clean-up."""
     ns, cidr = f"{s.fabric}-probe", s.external_cidr()
     assert cidr is not None
-    net = ipaddress.ip_network(cidr)
-    mine = f"{list(net.hosts())[-1]}/{net.prefixlen}"
+    mine = f"{probe_address(s)}/{ipaddress.ip_network(cidr).prefixlen}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         run = ["ip", "-n", s.fabric, "link"]
         subprocess.run(
-            [*run, "add", "probe0", "type", "veth", "peer", "eth0", "netns", ns], check=True
+            [
+                *run,
+                "add",
+                "probe0",
+                "type",
+                "veth",
+                "peer",
+                "eth0",
+                "address",
+                PROBE_MAC,
+                "netns",
+                ns,
+            ],
+            check=True,
         )
         subprocess.run([*run, "set", "probe0", "master", "ext", "up"], check=True)
         lines = ["link set lo up", f"addr add {mine} dev eth0", "link set eth0 up"]
@@ -163,6 +214,18 @@ def assert_closed_from_outside(
             assert ask(ns, ip, 5000, "udp") is None, f"{ip}:5000/udp answered from outside"
 
 
+def assert_only_the_target_goes_out_as_its_floating_ip(s: Site, fip: str) -> None:
+    """A floating IP is a 1:1 NAT: its target's own connections leave as the
+    floating IP (SNAT); a back-end, with no floating IP, gets nothing out."""
+    lb_vm, game = s.records.by_id("vm/root.0"), s.records.by_id("vm/game")
+    assert lb_vm is not None and game is not None
+    router = record(s, f"router/{s.owner}")
+    subnets = [str(record(s, sid)["cidr"]) for sid in ("subnet/internal", f"subnet/{s.owner}.lb")]
+    with probe(s, str(router["address"]), subnets) as ns, source_echo(ns, 9999):
+        assert ask(s.ns(lb_vm.uid), probe_address(s), 9999, "udp") == fip
+        assert ask(s.ns(game.uid), probe_address(s), 9999, "udp") is None
+
+
 @pytest.mark.parametrize("data_path", ["router", "floating-ip"])
 def test_every_port_mapping_answers_and_the_subnets_are_closed(
     site: Path, tmp_path: Path, data_path: str
@@ -188,6 +251,7 @@ def test_every_port_mapping_answers_and_the_subnets_are_closed(
         assert public == {fip} and fip != lb_private, mappings
         assert ipaddress.ip_address(lb_private) in ipaddress.ip_network(LB_SUBNET)
         assert_closed_from_outside(s, [game, lb_private], fip, ["10.66.0.0/24", LB_SUBNET])
+        assert_only_the_target_goes_out_as_its_floating_ip(s, fip)
     ok(cli("plan", path, state_dir=site), 0)
 
 

@@ -3,10 +3,13 @@
 
 A router is a namespace with one leg on the external bridge and one leg per
 subnet in its ``interfaces``, holding the subnet's gateway (the subnet's
-first address, which the pools never hand out). Its external address comes
-from the external range like any public address (the record's computed
-``address``; a fixed one would collide with a second cloudlet's or the
-pool's), so ``status`` and ``observe`` show it. It forwards
+first address, which the pools never hand out). Its external address is
+drawn from the external range's pool like any public address and kept as
+the record's computed ``address`` (``observe`` shows it); a fixed one, say
+the range's last, would have to be kept out of the pool and out of reach
+of ``externalCidr`` ranges too small for it. Its legs' MAC addresses derive
+from the router's and subnets' ids, so a re-made router answers at once
+(see ``_mac``). It forwards
 (``net.ipv4.ip_forward=1``) through an nftables filter whose policy drops:
 
 - replies (``ct state established,related``) and what a floating IP
@@ -41,6 +44,8 @@ import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 
+import attrs
+
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import EXTERNAL, is_external, ref, refs
 from cloudlet.model.resources import AttrValue
@@ -63,19 +68,23 @@ def build(site: Site, router: Record) -> None:
     _legs(site, router, ns)
     host.sysctl(ns, "net.ipv4.ip_forward", "1")
     refresh(site, router)
+    _each_vm(site, router, "replace")
+
+
+def _each_vm(site: Site, router: Record, verb: str) -> None:
+    """Add (``replace``) or remove (``del``) the routes each VM there is has
+    through ``router``."""
+    index = {r.id: r for r in site.records.all()}
     present = host.namespaces()
-    for vm in (r for r in site.records.all() if r.kind == "vm"):
-        if site.ns(vm.uid) in present:
-            vm_routes(site, vm, refresh_routers=False)
+    for vm in (r for r in index.values() if r.kind == "vm" and site.ns(r.uid) in present):
+        lines = _routes(index, vm, [router])
+        lines = [line.replace("replace", verb, 1) for line in lines]
+        host.batch(site.ns(vm.uid), lines, check=False)
 
 
 def unbuild(site: Site, router: Record) -> None:
     """The namespace (its legs go with it), and the routes VMs had through it."""
-    present = host.namespaces()
-    for vm in (r for r in site.records.all() if r.kind == "vm"):
-        if site.ns(vm.uid) in present:
-            lines = _routes(site, vm, [router])
-            host.batch(site.ns(vm.uid), [line.replace("replace", "del", 1) for line in lines])
+    _each_vm(site, router, "del")
     host.delete_namespace(site.ns(router.uid))
     for outside in _fabric_legs(site, router):
         host.run(["ip", "-n", site.fabric, "link", "del", outside], check=False)
@@ -85,15 +94,30 @@ def health(site: Site, router: Record, present: set[str]) -> dict[str, AttrValue
     ns = site.ns(router.uid)
     if ns not in present:
         return {"broken": "its namespace is gone"}
-    missing = sorted(set(_wanted_legs(site, router)) - host.links(ns))
+    try:
+        missing = sorted(set(_wanted_legs(site, router)) - host.links(ns))
+    except ProviderError as err:
+        return {"broken": str(err)}
     if missing:
         return {"broken": f"its legs {', '.join(missing)} are gone"}
     if "policy drop" not in _table(ns):
         return {"broken": "its filter is gone"}
-    forwarding = host.run(["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"])
+    sysctl = ["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"]
+    forwarding = host.run(sysctl, check=False)
     if forwarding.strip() != "1":
         return {"broken": "it does not forward"}
     return {}
+
+
+@attrs.frozen
+class Leg:
+    """One veth of a router: its fabric end joins ``bridge``, its router end
+    holds ``address`` (with prefix) and a MAC address fixed by ``mac``."""
+
+    outside: str
+    bridge: str
+    address: str
+    mac: str
 
 
 def _legs(site: Site, router: Record, ns: str) -> None:
@@ -103,39 +127,44 @@ def _legs(site: Site, router: Record, ns: str) -> None:
     wanted = _wanted_legs(site, router)
     fabric_lines: list[str] = []
     ns_lines = [f"link del {name}" for name in sorted(have) if _is_leg(name) and name not in wanted]
-    for inside, (outside, bridge, address) in wanted.items():
+    for inside, leg in wanted.items():
         if inside not in have:
-            host.run(["ip", "-n", site.fabric, "link", "del", outside], check=False)
-            peer = f"peer name {inside} address {_mac(site, router, inside)} netns {ns}"
-            fabric_lines.append(f"link add {outside} type veth {peer}")
-        fabric_lines += [f"link set {outside} master {bridge}", f"link set {outside} up"]
-        ns_lines += [f"addr replace {address} dev {inside}", f"link set {inside} up"]
+            host.run(["ip", "-n", site.fabric, "link", "del", leg.outside], check=False)
+            peer = f"peer name {inside} address {leg.mac} netns {ns}"
+            fabric_lines.append(f"link add {leg.outside} type veth {peer}")
+        fabric_lines += [
+            f"link set {leg.outside} master {leg.bridge}",
+            f"link set {leg.outside} up",
+        ]
+        ns_lines += [f"addr replace {leg.address} dev {inside}", f"link set {inside} up"]
     host.batch(site.fabric, fabric_lines)
     host.batch(ns, ns_lines)
 
 
-def _wanted_legs(site: Site, router: Record) -> dict[str, tuple[str, str, str]]:
-    """Router-side name → (fabric-side name, bridge, address/prefix)."""
-    legs: dict[str, tuple[str, str, str]] = {}
+def _wanted_legs(site: Site, router: Record) -> dict[str, Leg]:
+    """The router's legs by their name inside its namespace."""
+    legs: dict[str, Leg] = {}
     if router.attrs.get("external") is not False:
         address = f"{router.attrs['address']}/{site.prefix(router)}"
-        legs[EXT_LEG] = (f"r{router.uid}x", "ext", address)
+        legs[EXT_LEG] = Leg(f"r{router.uid}x", "ext", address, _mac(site, router, EXTERNAL))
     for subnet in _subnets(site, router):
         network = site.records.by_id(str(ref(subnet.attrs, "network")))
         if network is None:
             raise ProviderError(f"{router.id}: {subnet.id} has no network", transient=True)
         net = ipaddress.ip_network(str(subnet.attrs["cidr"]))
-        legs[f"s{subnet.uid}"] = (_fabric_leg(router, subnet), f"b{network.uid}", gateway(net))
+        mac = _mac(site, router, subnet.id)
+        legs[f"s{subnet.uid}"] = Leg(
+            _fabric_leg(router, subnet), f"b{network.uid}", gateway(net), mac
+        )
     return legs
 
 
-def _mac(site: Site, router: Record, leg: str) -> str:
-    """A leg's MAC address, from the router's and the subnet's ids: a router
-    re-made (a new namespace, new veths) keeps its MACs, so the VMs' and the
-    host's neighbour entries for the gateway, the external address and the
-    floating IPs stay right and traffic resumes at once."""
-    subnet = next((s.id for s in _known(site, router) if leg == f"s{s.uid}"), leg)
-    digest = hashlib.sha1(f"{site.key}/{router.id}/{subnet}".encode()).digest()
+def _mac(site: Site, router: Record, network: str) -> str:
+    """A leg's MAC address, from the router's id and the subnet's (not their
+    uids): a router re-made (a new namespace, new veths) keeps its MACs, so
+    the VMs' and the host's neighbour entries for the gateway, the external
+    address and the floating IPs stay right and traffic resumes at once."""
+    digest = hashlib.sha1(f"{site.key}/{router.id}/{network}".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
@@ -307,10 +336,13 @@ def fip_health(site: Site, fip: Record, present: set[str]) -> dict[str, AttrValu
 
 
 def _holds(site: Site, router: Record, fip: Record) -> bool:
+    """The router holds the floating IP and translates it to its target."""
     public = str(fip.attrs.get("address"))
+    target = site.records.by_id(str(fip.attrs.get("target")))
+    private = target.attrs.get("address") if target is not None else None
     table = _table(site.ns(router.uid))
     out = host.run(["ip", "-n", site.ns(router.uid), "-o", "addr", "show"], check=False)
-    return f"daddr {public} dnat to" in table and f" {public}/32 " in out
+    return f"daddr {public} dnat to {private}\n" in table and f" {public}/32 " in out
 
 
 # -- VMs' routes ---------------------------------------------------------------
@@ -319,46 +351,40 @@ def _holds(site: Site, router: Record, fip: Record) -> bool:
 def vm_routes(site: Site, vm: Record, *, refresh_routers: bool = True) -> None:
     """A VM's routes through the routers there are (the hook ``vms.build``
     calls); a VM with an external leg also opens the routers' filters to it."""
-    routers = [r for r in site.records.all() if r.kind == "router"]
-    host.batch(site.ns(vm.uid), _routes(site, vm, routers), check=False)
-    if refresh_routers and _external_leg(site, vm):
+    index = {r.id: r for r in site.records.all()}
+    routers = [r for r in index.values() if r.kind == "router"]
+    host.batch(site.ns(vm.uid), _routes(index, vm, routers), check=False)
+    if refresh_routers and routers and _external_leg(index, vm):
         for router in routers:
             refresh(site, router)
 
 
-def _routes(site: Site, vm: Record, routers: Sequence[Record]) -> list[str]:
+def _routes(index: dict[str, Record], vm: Record, routers: Sequence[Record]) -> list[str]:
     """``ip route replace`` lines: with an external leg, each routed subnet
     via the router's external address; else a default route via the gateway
-    of the VM's first port on a routed subnet."""
-    ports = [site.records.by_id(p) for p in refs(vm.attrs, "ports")]
+    of the VM's first port on a routed subnet (one default route only)."""
+    ports = [index.get(p) for p in refs(vm.attrs, "ports")]
     on = {
         str(ref(p.attrs, "subnet")): i
         for i, p in enumerate(ports)
         if p is not None and not is_external(p.attrs)
     }
+    external = _external_leg(index, vm)
     lines: list[str] = []
     for router in routers:
-        subnets = _known(site, router)
-        if _external_leg(site, vm) and router.attrs.get("address"):
-            lines += [
-                f"route replace {s.attrs['cidr']} via {router.attrs['address']}"
-                for s in subnets
-                if s.id not in on
-            ]
-        elif not _external_leg(site, vm):
+        subnets = [index[s] for s in refs(router.attrs, "interfaces") if s in index]
+        if external and router.attrs.get("address"):
+            via = router.attrs["address"]
+            off = [s for s in subnets if s.id not in on]  # the VM's own subnets are on-link
+            lines += [f"route replace {s.attrs['cidr']} via {via}" for s in off]
+        elif not external and not lines:
             first = next((s for s in subnets if s.id in on), None)
-            if first is not None and not lines:
+            if first is not None:
                 via = gateway(ipaddress.ip_network(str(first.attrs["cidr"]))).split("/")[0]
                 lines.append(f"route replace default via {via} dev eth{on[first.id]}")
     return lines
 
 
-def _known(site: Site, router: Record) -> list[Record]:
-    """The router's subnets that exist (a VM's routes never wait for one)."""
-    found = (site.records.by_id(s) for s in refs(router.attrs, "interfaces"))
-    return [s for s in found if s is not None]
-
-
-def _external_leg(site: Site, vm: Record) -> bool:
-    ports = (site.records.by_id(p) for p in refs(vm.attrs, "ports"))
-    return any(p is not None and p.attrs.get("network") == EXTERNAL for p in ports)
+def _external_leg(index: dict[str, Record], vm: Record) -> bool:
+    ports = (index.get(p) for p in refs(vm.attrs, "ports"))
+    return any(p is not None and is_external(p.attrs) for p in ports)
