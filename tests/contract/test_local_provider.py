@@ -58,7 +58,8 @@ class LocalConsole:
 
 
 def _teardown_order(obs: Observed) -> int:
-    order = ["lb-listener", "lb", "k8s-node", "vm", "vip", "port", "subnet", "security-group"]
+    order = ["lb-listener", "lb", "floating-ip", "k8s-node", "vm", "vip", "port", "router"]
+    order += ["subnet", "security-group"]
     return order.index(obs.kind) if obs.kind in order else len(order)
 
 
@@ -78,5 +79,5 @@ def make_local_harness() -> LocalHarness:
 
 TestLocalContract = provider_contract_tests(
     make_local_harness,
-    caps=Capabilities(supports_router=False, supports_floating_ip=False),
+    caps=Capabilities(),
 )

@@ -108,13 +108,3 @@ def test_two_cloudlets_at_once_and_destroy_leaves_the_host_as_it_was(
         proc = ok(cli("destroy", name, "--yes", state_dir=site, timeout=120))
         assert "converged" in proc.stdout, describe(proc)
     assert host_state(site) == before
-
-
-def test_a_data_path_not_built_yet_is_one_line_and_leaves_nothing(
-    site: Path, tmp_path: Path
-) -> None:
-    path = tmp_path / "r.yaml"
-    path.write_text(spec("edge-e", data_path="router"))
-    proc = ok(cli("sync", path, "--yes", state_dir=site, timeout=120), 1)
-    assert "builds no router yet" in proc.stdout + proc.stderr, describe(proc)
-    assert "Traceback" not in proc.stdout + proc.stderr

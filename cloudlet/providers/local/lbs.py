@@ -44,6 +44,8 @@ def refresh(site: Site, lb: Record) -> None:
 
     listeners = [r for r in site.records.all() if r.kind == "lb-listener" and lb.id in r.deps]
     public = site.records.by_id(str(ref(lb.attrs, "address")))
+    if public is not None and public.kind == "floating-ip":  # the router translates it
+        public = site.records.by_id(str(ref(public.attrs, "target")))
     bind = str(public.attrs.get("address")) if public else "0.0.0.0"
     backends = {t: backend_address(site, t) for r in listeners for t in refs(r.attrs, "targets")}
     present = host.namespaces()

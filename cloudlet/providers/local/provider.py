@@ -15,9 +15,10 @@ daemon died is reported with the cloud-computed ``broken`` attribute, which
 the planner answers with a replacement.
 
 Each kind's building lives in one module, registered in ``KINDS_BUILT``;
-this version builds the ``no-router`` data path. A ``router`` or a
-``floating-ip`` is refused (permanent), and a VIP is an address no
-keepalived serves yet: issue 10 goes on.
+this version builds the three data paths: ``no-router``, and ``router``
+and ``floating-ip`` through a router namespace (``routers.py``: its
+external address comes from the external range, like a floating IP's). A
+VIP is an address no keepalived serves yet: issue 10 goes on.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import attrs
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import immutable_refusal
 from cloudlet.model.resources import AttrValue, Observed, Resource
-from cloudlet.providers.local import host, lbs, networks, vms
+from cloudlet.providers.local import host, lbs, networks, routers, vms
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import AUTO_RANGE, RUNTIME, Site
 
@@ -56,9 +57,12 @@ KINDS_BUILT: dict[str, Builder] = {
     "vm": Builder(vms.build, vms.unbuild, vms.health),
     "lb": Builder(lbs.refresh, lbs.unbuild, lbs.health),
     "lb-listener": Builder(lbs.build_listener, lbs.unbuild_listener),
+    "router": Builder(routers.build, routers.unbuild, routers.health),
+    "floating-ip": Builder(routers.build_fip, routers.unbuild_fip, routers.fip_health),
 }
 RECORD_ONLY = Builder()
-UNSUPPORTED = {"router", "floating-ip"}
+#: Kinds refused (permanent): none left.
+UNSUPPORTED: set[str] = set()
 
 
 class LocalProvider:
@@ -79,8 +83,7 @@ class LocalProvider:
     def create(self, owner: str, resource: Resource) -> Observed:
         if resource.kind in UNSUPPORTED:
             raise ProviderError(
-                f"{resource.id}: the local platform builds no {resource.kind} yet "
-                "(data path no-router only)",
+                f"{resource.id}: the local platform builds no {resource.kind} yet",
                 transient=False,
             )
         site = Site(self.base, owner)

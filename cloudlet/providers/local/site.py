@@ -27,7 +27,10 @@ AUTO_RANGE = ipaddress.ip_network("198.18.0.0/15")
 #: Daemons' runtime files (a UNIX socket path must stay under 108 bytes).
 RUNTIME = Path("/run/cloudlet-local")
 #: The kinds that take an address from a pool (a subnet's, or the external range).
-ADDRESSED = ("port", "vip")
+ADDRESSED = ("port", "vip", "floating-ip", "router")
+#: Kinds whose address is always from the external range: a floating IP, and
+#: a router's external leg (``routers.py``).
+ON_EXTERNAL = ("floating-ip", "router")
 
 
 class Site:
@@ -83,7 +86,8 @@ class Site:
     # -- addresses -----------------------------------------------------------
 
     def computed(self, record: Record) -> dict[str, AttrValue]:
-        """What the platform decides for a new object: a port's or VIP's address."""
+        """What the platform decides for a new object: the address of a port,
+        a VIP, a floating IP or a router's external leg."""
         if record.kind not in ADDRESSED:
             return {}
         pool, cidr = self.pool(record)
@@ -124,7 +128,7 @@ class Site:
 
 
 def pool_key(record: Record) -> str:
-    if record.attrs.get("network") == EXTERNAL:
+    if record.kind in ON_EXTERNAL or record.attrs.get("network") == EXTERNAL:
         return EXTERNAL
     return str(ref(record.attrs, "subnet"))
 

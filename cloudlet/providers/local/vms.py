@@ -13,7 +13,7 @@ from pathlib import Path
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import refs
 from cloudlet.model.resources import AttrValue
-from cloudlet.providers.local import host, lbs
+from cloudlet.providers.local import host, lbs, routers
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import Site
 
@@ -27,6 +27,7 @@ def build(site: Site, vm: Record) -> None:
     ns = site.ns(vm.uid)
     host.ensure_namespace(ns)
     _links(site, vm, ns)
+    routers.vm_routes(site, vm)
     lb = lbs.lb_of_member(site, vm.id)
     if lb is not None:
         lbs.refresh(site, lb)
