@@ -127,7 +127,7 @@ def test_every_example_loads_cleanly(path: Path) -> None:
     cloudlets = load_file(str(path))
     assert cloudlets
     for cloudlet in cloudlets:
-        assert cloudlet.spec.platform.type in ("fake", "openstack", "vsphere")
+        assert cloudlet.spec.platform.type in ("fake", "openstack", "vsphere", "local")
         assert codec.structure(codec.unstructure(cloudlet)) == cloudlet
 
 
