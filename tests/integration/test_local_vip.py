@@ -217,6 +217,17 @@ def holders(s: Site, vm_ids: list[str], address: str) -> list[str]:
     return [v for v in vm_ids if holds(s.ns(record(s, v).uid), address)]
 
 
+def comms(ns: str) -> set[str]:
+    """The names of the processes in namespace ``ns``."""
+    out = set()
+    for pid in subprocess.run(
+        ["ip", "netns", "pids", ns], capture_output=True, text=True
+    ).stdout.split():
+        with contextlib.suppress(OSError):
+            out.add(Path(f"/proc/{pid}/comm").read_text().strip())
+    return out
+
+
 def crash(ns: str) -> None:
     """What a VM's sudden death looks like: every process stopped, then
     killed (a plain SIGKILL still lets keepalived's child send priority 0:
@@ -299,6 +310,7 @@ def test_lb_vip_fails_over_when_the_master_lb_vm_dies(site: Path, tmp_path: Path
 
     heal = Probe(vip, 443)
     try:
+        wait_until("the probe answers", lambda: len(heal.ok_since(0)) >= 3)
         healing = time.monotonic()
         sync(site, path)
         healed = time.monotonic()
@@ -354,6 +366,13 @@ def test_cluster_vip_answers_and_survives_the_loss_of_a_node(site: Path, tmp_pat
     assert answer.stdout.splitlines()[:1] == [second], answer
     kube = next(m for m in mappings(site, "vip-b") if m["target"] == "kube")
     assert http_first_line(str(kube["publicIp"]), 6443) in nodes  # through the LB as before
+
+    path.write_text(path.read_text().replace("vip: true", "vip: false"))
+    sync(site, path)  # the VIP goes: its holders stop serving it, the nodes stay
+    assert drift(site, "vip-b") == set()
+    assert holders(s, nodes, vip) == []
+    assert not any(comms(s.ns(record(s, n).uid)) & {"keepalived"} for n in nodes)
+    assert http_first_line(str(kube["publicIp"]), 6443) in nodes
 
 
 def test_a_dead_keepalived_is_broken_and_healed(site: Path, tmp_path: Path) -> None:

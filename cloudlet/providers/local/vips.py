@@ -49,12 +49,12 @@ TOP_PRIORITY, PRIORITY_STEP = 200, 10
 def holders(site: Site, vip: Record) -> list[tuple[Record, int, Record]]:
     """(vm, interface index, port) of every VM with a port listing ``vip``,
     by VM id: the order that sets the priorities."""
+    records = site.records.all()
+    by_id = {r.id: r for r in records}
     out = []
-    for vm in site.records.all():
-        if vm.kind != "vm":
-            continue
+    for vm in (r for r in records if r.kind == "vm"):
         for i, port_id in enumerate(refs(vm.attrs, "ports")):
-            port = site.records.by_id(port_id)
+            port = by_id.get(port_id)
             if port is not None and vip.id in refs(port.attrs, "allowedAddressPairs"):
                 out.append((vm, i, port))
                 break
@@ -119,11 +119,12 @@ def _drop_address(ns: str, vrrp: Vrrp) -> None:
 
 def node_vips(site: Site, vm: Record) -> list[Record]:
     """The VIPs a (non-LB) VM's ports list."""
+    by_id = {r.id: r for r in site.records.all()}
     out: list[Record] = []
     for port_id in refs(vm.attrs, "ports"):
-        port = site.records.by_id(port_id)
+        port = by_id.get(port_id)
         for vip_id in refs(port.attrs, "allowedAddressPairs") if port else ():
-            vip = site.records.by_id(vip_id)
+            vip = by_id.get(vip_id)
             if vip is not None and vip.kind == "vip" and vip not in out:
                 out.append(vip)
     return out
@@ -159,16 +160,26 @@ def serve_node(site: Site, vm: Record) -> None:
         site.records.put(vm)
 
 
-def stop_node(site: Site, vm: Record) -> None:
-    """Stop the keepalived a VM ran as a plain VM (it is becoming an LB's)."""
-    pids = vm.run.pop("vips", None)
-    if pids is None:
+def stop_node(site: Site, vm: Record, vip_uid: str | None = None) -> None:
+    """Stop the keepalived ``vm`` runs as a plain VM, for ``vip_uid`` or
+    every VIP: it is becoming an LB's, or going, or its VIP is."""
+    pids: dict[str, int] = vm.run.get("vips", {})
+    gone = {u: p for u, p in pids.items() if vip_uid in (None, u)}
+    if not gone:
         return
-    for vip_uid, pid in pids.items():
-        if host.alive(pid, f"/{vip_uid}.{vm.uid}/"):
-            host.kill(int(pid))
-        shutil.rmtree(site.lb_dir(vip_uid, vm.uid), ignore_errors=True)
+    for uid, pid in gone.items():
+        if host.alive(pid, f"/{uid}.{vm.uid}/"):
+            host.kill(int(pid))  # SIGTERM: keepalived drops the VIP on its way out
+        shutil.rmtree(site.lb_dir(uid, vm.uid), ignore_errors=True)
+    vm.run["vips"] = {u: p for u, p in pids.items() if u not in gone}
     site.records.put(vm)
+
+
+def unbuild(site: Site, vip: Record) -> None:
+    """A VIP going away (a cluster's ``vip: false``): its holders stop serving it."""
+    for vm in site.records.all():
+        if vm.kind == "vm" and vip.uid in vm.run.get("vips", {}):
+            stop_node(site, vm, vip.uid)
 
 
 def _reload_others(site: Site, vip: Record, vm: Record) -> None:

@@ -77,6 +77,7 @@ def _start_backend(site: Site, vm: Record) -> None:
 
 
 def unbuild(site: Site, vm: Record) -> None:
+    vips.stop_node(site, vm)  # by pid: its namespace may be gone, its keepalived not
     host.delete_namespace(site.ns(vm.uid))
     for i in range(len(refs(vm.attrs, "ports"))):
         host.run(["ip", "-n", site.fabric, "link", "del", f"v{vm.uid}{i}"], check=False)
