@@ -321,6 +321,8 @@ def test_lb_vip_fails_over_when_the_master_lb_vm_dies(site: Path, tmp_path: Path
     rebuilt = longest_gap(shots, healing)
     print(f"heal sync: longest gap {rebuilt:.3f} s (not a failover: the planner rebuilds the LB)")
     assert drift(site, "vip-a") == set()
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert all(s.ns(record(s, m).uid) in listed for m in members)  # the lost VM is back
     wait_until("exactly one LB VM holds the VIP", lambda: len(holders(s, members, vip)) == 1)
     assert http_first_line(vip, 443) == "vm/game"
     ok(cli("plan", path, state_dir=site), 0)
