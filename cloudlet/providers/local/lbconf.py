@@ -1,6 +1,7 @@
 """A load balancer VM's daemons on ``local``, from its listener records:
-haproxy for TCP, nginx stream for UDP (haproxy has none), rendered by the
-pure ``cloudlet.lb`` functions a real LB VM's agent uses too."""
+haproxy for TCP, nginx stream for UDP (haproxy has none), keepalived for
+the VIP of an LB with ``redundancy: vip`` (its instance from ``vips.py``),
+rendered by the pure ``cloudlet.lb`` functions a real LB VM's agent uses too."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from cloudlet.lb import (
     Backend,
     LbConfig,
     Listener,
+    Vrrp,
     daemons,
     haproxy_argv,
     haproxy_config,
+    keepalived_argv,
+    keepalived_config,
     nginx_argv,
     nginx_stream_config,
     runtime_paths,
@@ -28,6 +32,7 @@ def lb_config(
     bind: str,
     backends: Mapping[str, str | None],
     run_dir: Path,
+    vrrp: Vrrp | None = None,
 ) -> LbConfig:
     def backends_of(listener: Record) -> tuple[Backend, ...]:
         port = int(str(listener.attrs["port"]))
@@ -49,7 +54,7 @@ def lb_config(
             )
             for listener in listeners
         ),
-        vrrp=None,
+        vrrp=vrrp,
         runtime_dir=str(run_dir),
     )
 
@@ -67,4 +72,7 @@ def lb_daemons(cfg: LbConfig) -> dict[str, list[str]]:
     if "nginx" in wanted:
         Path(paths.nginx_conf).write_text(nginx_stream_config(cfg))
         out["nginx"] = list(nginx_argv(cfg))
+    if "keepalived" in wanted:
+        Path(paths.keepalived_conf).write_text(keepalived_config(cfg))
+        out["keepalived"] = list(keepalived_argv(cfg))
     return out

@@ -1,5 +1,6 @@
 """A load balancer on ``local``: its VMs run haproxy (TCP) and nginx stream
-(UDP), rendered from its listener records by ``cloudlet.lb``. The LB and its
+(UDP), rendered from its listener records by ``cloudlet.lb``, and keepalived
+for its VIP (``vips.py``). The LB and its
 listeners are records; every change to either re-renders the daemons in
 each member VM's namespace that exists."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from cloudlet.model.kinds import EXTERNAL, ref, refs
 from cloudlet.model.resources import AttrValue
-from cloudlet.providers.local import host
+from cloudlet.providers.local import host, vips
 from cloudlet.providers.local.lbconf import lb_config, lb_daemons
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import Site
@@ -57,7 +58,8 @@ def refresh(site: Site, lb: Record) -> None:
         vms.stop_backend(site, member)
         for pid in host.pids(site.ns(member.uid)):  # ours, recorded or not (a crash mid-way)
             host.kill(pid)
-        cfg = lb_config(lb, listeners, bind, backends, site.lb_dir(lb.uid, member.uid))
+        vrrp = vips.lb_member(site, lb, member)
+        cfg = lb_config(lb, listeners, bind, backends, site.lb_dir(lb.uid, member.uid), vrrp)
         logs = site.run_dir(lb.uid)
         pids[member.uid] = {
             name: host.spawn(site.ns(member.uid), argv, logs / f"{member.uid}.{name}.log")

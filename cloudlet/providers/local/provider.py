@@ -18,7 +18,8 @@ Each kind's building lives in one module, registered in ``KINDS_BUILT``;
 this version builds the three data paths: ``no-router``, and ``router``
 and ``floating-ip`` through a router namespace (``routers.py``: its
 external address comes from the external range, like a floating IP's). A
-VIP is an address no keepalived serves yet: issue 10 goes on.
+VIP is a record whose address keepalived moves among the VMs whose ports
+list it (``vips.py``, called from ``vms.py`` and ``lbs.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import attrs
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import immutable_refusal
 from cloudlet.model.resources import AttrValue, Observed, Resource
-from cloudlet.providers.local import host, lbs, networks, routers, vms
+from cloudlet.providers.local import host, lbs, networks, routers, vips, vms
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import AUTO_RANGE, RUNTIME, Site
 
@@ -51,9 +52,11 @@ class Builder:
     )
 
 
-#: Kinds not listed are records only (subnet, port, vip, security-group, k8s-node).
+#: Kinds not listed are records only (subnet, port, security-group, k8s-node);
+#: a VIP is served by its holder VMs (``vips.py``), and stops with its record.
 KINDS_BUILT: dict[str, Builder] = {
     "network": Builder(networks.build, networks.unbuild, networks.health),
+    "vip": Builder(unbuild=vips.unbuild),
     "vm": Builder(vms.build, vms.unbuild, vms.health),
     "lb": Builder(lbs.refresh, lbs.unbuild, lbs.health),
     "lb-listener": Builder(lbs.build_listener, lbs.unbuild_listener),

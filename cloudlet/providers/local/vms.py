@@ -1,7 +1,8 @@
 """A VM on ``local``: a namespace with a veth per port, running a back-end
 that answers on every port (an nftables redirect in its namespace sends any
 TCP or UDP port to the back-end's two), unless it is a load balancer's VM,
-which runs haproxy and nginx instead (``lbs.py``)."""
+which runs haproxy and nginx instead (``lbs.py``). A node of a cluster with
+a VIP runs keepalived beside its back-end (``vips.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import refs
 from cloudlet.model.resources import AttrValue
-from cloudlet.providers.local import host, lbs, routers
+from cloudlet.providers.local import host, lbs, routers, vips
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import Site
 
@@ -33,6 +34,7 @@ def build(site: Site, vm: Record) -> None:
         lbs.refresh(site, lb)
     else:
         _start_backend(site, vm)
+        vips.serve_node(site, vm)  # a cluster's VIP: keepalived beside the back-end
 
 
 def _links(site: Site, vm: Record, ns: str) -> None:
@@ -76,6 +78,7 @@ def _start_backend(site: Site, vm: Record) -> None:
 
 
 def unbuild(site: Site, vm: Record) -> None:
+    vips.stop_node(site, vm)  # by pid: its namespace may be gone, its keepalived not
     host.delete_namespace(site.ns(vm.uid))
     for i in range(len(refs(vm.attrs, "ports"))):
         host.run(["ip", "-n", site.fabric, "link", "del", f"v{vm.uid}{i}"], check=False)
@@ -87,6 +90,8 @@ def health(site: Site, vm: Record, present: set[str]) -> dict[str, AttrValue]:
         why = "its namespace is gone"
     elif "backend" in vm.run and not host.alive(vm.run["backend"], f"uid={vm.uid}"):
         why = "its back-end is not running"
+    else:
+        why = vips.node_trouble(site, vm)
     return {"status": "ACTIVE"} if why is None else {"broken": why, "status": "ERROR"}
 
 
