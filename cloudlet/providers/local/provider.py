@@ -7,7 +7,9 @@ namespace with a veth per port, running a back-end that answers on every
 port; a load balancer's VMs (``lbs.py``) run haproxy and nginx stream from
 its listener records. Subnets, ports, VIPs, security groups and cluster
 nodes are records with addresses from their CIDR; what they mean is built
-into the namespaces of the VMs that use them.
+into the namespaces of the VMs that use them: a port's security groups are
+an nftables filter on its interface in its VM's namespace (``security.py``,
+Neutron's semantics; a port with no group is not filtered).
 
 Observe reads the records (``records.py``) and checks that what each one
 describes still exists: an object whose namespace was deleted or whose
@@ -32,7 +34,7 @@ import attrs
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import immutable_refusal
 from cloudlet.model.resources import AttrValue, Observed, Resource
-from cloudlet.providers.local import host, lbs, networks, vms
+from cloudlet.providers.local import host, lbs, networks, security, vms
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import AUTO_RANGE, RUNTIME, Site
 
@@ -50,12 +52,15 @@ class Builder:
     )
 
 
-#: Kinds not listed are records only (subnet, port, vip, security-group, k8s-node).
+#: Kinds not listed are records only (subnet, vip, k8s-node). A group's or a
+#: port's change reloads the filter of the VMs it concerns (``security.py``).
 KINDS_BUILT: dict[str, Builder] = {
     "network": Builder(networks.build, networks.unbuild, networks.health),
     "vm": Builder(vms.build, vms.unbuild, vms.health),
     "lb": Builder(lbs.refresh, lbs.unbuild, lbs.health),
     "lb-listener": Builder(lbs.build_listener, lbs.unbuild_listener),
+    "security-group": Builder(security.refresh_group),
+    "port": Builder(security.refresh_port),
 }
 RECORD_ONLY = Builder()
 UNSUPPORTED = {"router", "floating-ip"}
