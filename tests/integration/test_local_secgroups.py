@@ -39,6 +39,7 @@ def spec_text(
     web = ", ".join(
         f"{{direction: ingress, protocol: tcp, ports: '{p}', remote: 0.0.0.0/0}}" for p in web_ports
     )
+    lbs = ", ".join(lb_groups)
     return textwrap.dedent(
         f"""\
         apiVersion: cloudlet/v1
@@ -58,7 +59,7 @@ def spec_text(
               rules:
                 - {{direction: ingress, protocol: tcp, ports: '443', remote: 10.63.0.0/24}}
           loadBalancers:
-            - {{name: root, type: shared, network: internal, securityGroups: [{", ".join(lb_groups)}]}}
+            - {{name: root, type: shared, network: internal, securityGroups: [{lbs}]}}
           vms:
             - name: game
               network: internal
