@@ -117,15 +117,16 @@ def ruleset(redirect: str, ports: Sequence[PortFilter]) -> str:
 def port_filters(site: Site, vm: Record) -> list[PortFilter]:
     """The VM's filtered interfaces. A group the records lack adds no rule
     (fail closed: the port stays filtered)."""
+    records = {r.id: r for r in site.records.all()}  # one read, not one per lookup
     out: list[PortFilter] = []
     for i, port_id in enumerate(refs(vm.attrs, "ports")):
-        port = site.records.by_id(port_id)
+        port = records.get(port_id)
         groups = refs(port.attrs, "securityGroups") if port else ()
         if not groups:
             continue
         rules: set[str] = set()
         for group_id in groups:
-            group = site.records.by_id(group_id)
+            group = records.get(group_id)
             rules.update(refs(group.attrs, "rules") if group else ())
         out.append(PortFilter(f"eth{i}", tuple(sorted(rules))))
     return out
