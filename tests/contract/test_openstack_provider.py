@@ -15,6 +15,7 @@ from osconsole import PLATFORM, Console, cloud_config, eventually
 from provider_contract import (
     Capabilities,
     ProviderHarness,
+    mutated,
     provider_contract_tests,
     sample_resources,
 )
@@ -22,6 +23,7 @@ from provider_contract import (
 from cloudlet.errors import ProviderError
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.openstack.provider import OpenstackProvider
+from cloudlet.providers.openstack.snapshot import DROPS_ALL
 
 CAPS = Capabilities(image="ubuntu-22.04", flavor="m1.small", other_flavor="m1.medium")
 SAMPLE = {r.id: r for r in sample_resources(CAPS)}
@@ -114,6 +116,60 @@ def test_out_of_band_rule_and_pair_changes_are_observed_and_healed(
     vip = con.port("os-drift", "vip/lb").fixed_ips[0]["ip_address"]
     pairs = con.port("os-drift", "port/lb.0.int").allowed_address_pairs
     assert [p["ip_address"] for p in pairs] == [vip]
+
+
+def test_a_port_with_no_group_is_unfiltered_and_port_security_follows_its_groups(
+    harness: OpenstackHarness,
+) -> None:
+    """No group means no filtering (as on ``local``): port security off. An
+    empty group list with port security on would drop all of its traffic."""
+    made = make(harness, "os-nogroup", "network/n", "subnet/n", "security-group/web", "port/game")
+    con = harness.console
+    port = con.port("os-nogroup", "port/game")
+    assert (port.is_port_security_enabled, port.security_group_ids) == (False, [])
+    grouped = mutated(SAMPLE["port/game"], CAPS)  # the group web added
+    after = harness.provider.update("os-nogroup", grouped, made["port/game"])
+    assert after.attrs["securityGroups"] == ("security-group/web",)
+    port = con.port("os-nogroup", "port/game")
+    web = made["security-group/web"].uid
+    assert (port.is_port_security_enabled, port.security_group_ids) == (True, [web])
+    after = harness.provider.update("os-nogroup", SAMPLE["port/game"], after)
+    assert after.attrs["securityGroups"] == ()
+    port = con.port("os-nogroup", "port/game")
+    assert (port.is_port_security_enabled, port.security_group_ids) == (False, [])
+
+
+def test_port_security_turned_on_out_of_band_is_drift_and_healed(
+    harness: OpenstackHarness,
+) -> None:
+    made = make(harness, "os-psec", "network/n", "subnet/n", "port/game")
+    con = harness.console
+    con.conn.network.update_port(made["port/game"].uid, port_security_enabled=True)
+    seen = {o.id: o for o in harness.provider.observe("os-psec")}
+    assert seen["port/game"].attrs["securityGroups"] == (DROPS_ALL,)
+    harness.provider.update("os-psec", SAMPLE["port/game"], seen["port/game"])
+    assert con.port("os-psec", "port/game").is_port_security_enabled is False
+    again = {o.id: o for o in harness.provider.observe("os-psec")}
+    assert again["port/game"].attrs["securityGroups"] == ()
+
+
+def test_a_port_with_no_group_needs_no_address_pairs_and_reads_its_vips(
+    harness: OpenstackHarness,
+) -> None:
+    """Neutron refuses address pairs with port security off, and lets every
+    address through then: the VIP the port was asked to carry reads back."""
+    made = make(harness, "os-nopairs", "network/n", "subnet/n", "vip/lb")
+    shared = Resource(
+        "port/apps.master.0",
+        {"subnet": "subnet/n", "securityGroups": (), "allowedAddressPairs": ("vip/lb",)},
+        ["subnet/n", "vip/lb"],
+    )
+    port = harness.provider.create("os-nopairs", shared)
+    assert port.attrs["allowedAddressPairs"] == ("vip/lb",)
+    assert port.attrs["securityGroups"] == ()
+    raw = harness.console.port("os-nopairs", "port/apps.master.0")
+    assert (raw.is_port_security_enabled, raw.allowed_address_pairs) == (False, [])
+    assert made["vip/lb"].uid != raw.id
 
 
 def test_a_rule_change_is_a_rule_diff_not_a_new_group(harness: OpenstackHarness) -> None:

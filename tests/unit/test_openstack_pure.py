@@ -122,3 +122,27 @@ def test_build_waits_back_off_and_give_up_transiently() -> None:
         wait_for(lambda: "BUILD", lambda s: False, "b", 10, sleep=sleep, clock=lambda: now[0])
     assert getattr(err.value, "transient", False)
     assert max(slept) <= 2.0
+
+
+def test_heat_renders_a_port_with_no_group_unfiltered_as_the_engine_makes_it() -> None:
+    from cloudlet.model.expand import Expansion
+    from cloudlet.model.resources import Resource
+    from cloudlet.providers.openstack.heat import render_heat
+
+    def port(name: str, groups: tuple[str, ...]) -> Resource:
+        attrs = {"subnet": "subnet/n", "securityGroups": groups, "allowedAddressPairs": ("vip/v",)}
+        return Resource(f"port/{name}", attrs, ("subnet/n", *groups, "vip/v"))
+
+    resources = (
+        Resource("subnet/n", {"network": "network/n", "cidr": "10.0.0.0/24"}, ("network/n",)),
+        Resource("vip/v", {"subnet": "subnet/n"}, ("subnet/n",)),
+        port("open", ()),
+        port("web", ("security-group/web",)),
+    )
+    out = render_heat(Expansion("c", resources, ()))["resources"]
+    open_, web = out["port__open"]["properties"], out["port__web"]["properties"]
+    assert open_["port_security_enabled"] is False
+    assert "security_groups" not in open_ and "allowed_address_pairs" not in open_
+    assert "port_security_enabled" not in web
+    assert web["security_groups"] == [{"get_resource": "security-group__web"}]
+    assert len(web["allowed_address_pairs"]) == 1

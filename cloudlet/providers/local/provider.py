@@ -7,7 +7,9 @@ namespace with a veth per port, running a back-end that answers on every
 port; a load balancer's VMs (``lbs.py``) run haproxy and nginx stream from
 its listener records. Subnets, ports, VIPs, security groups and cluster
 nodes are records with addresses from their CIDR; what they mean is built
-into the namespaces of the VMs that use them.
+into the namespaces of the VMs that use them: a port's security groups are
+an nftables filter on its interface in its VM's namespace (``security.py``,
+Neutron's semantics; a port with no group is not filtered).
 
 Observe reads the records (``records.py``) and checks that what each one
 describes still exists: an object whose namespace was deleted or whose
@@ -34,7 +36,7 @@ import attrs
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import immutable_refusal
 from cloudlet.model.resources import AttrValue, Observed, Resource
-from cloudlet.providers.local import host, lbs, networks, routers, vips, vms
+from cloudlet.providers.local import host, lbs, networks, routers, security, vips, vms
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import AUTO_RANGE, RUNTIME, Site
 
@@ -52,8 +54,9 @@ class Builder:
     )
 
 
-#: Kinds not listed are records only (subnet, port, security-group, k8s-node);
-#: a VIP is served by its holder VMs (``vips.py``), and stops with its record.
+#: Kinds not listed are records only (subnet, k8s-node); a VIP is served by its
+#: holder VMs (``vips.py``) and stops with its record; a group's or a port's
+#: change reloads the filter of the VMs it concerns (``security.py``).
 KINDS_BUILT: dict[str, Builder] = {
     "network": Builder(networks.build, networks.unbuild, networks.health),
     "vip": Builder(unbuild=vips.unbuild),
@@ -62,6 +65,8 @@ KINDS_BUILT: dict[str, Builder] = {
     "lb-listener": Builder(lbs.build_listener, lbs.unbuild_listener),
     "router": Builder(routers.build, routers.unbuild, routers.health),
     "floating-ip": Builder(routers.build_fip, routers.unbuild_fip, routers.fip_health),
+    "security-group": Builder(security.refresh_group),
+    "port": Builder(security.refresh_port),
 }
 RECORD_ONLY = Builder()
 #: Kinds refused (permanent): none left.

@@ -14,7 +14,7 @@ from pathlib import Path
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import refs
 from cloudlet.model.resources import AttrValue
-from cloudlet.providers.local import host, lbs, routers, vips
+from cloudlet.providers.local import host, lbs, routers, security, vips
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import Site
 
@@ -63,7 +63,7 @@ def _start_backend(site: Site, vm: Record) -> None:
     if host.alive(vm.run.get("backend"), f"uid={vm.uid}"):
         return
     ns = site.ns(vm.uid)
-    host.nft(ns, redirect_ruleset())
+    host.nft(ns, security.ruleset_for(site, vm, backend=True))
     ready = site.run_dir(vm.uid) / "backend.ready"
     ready.unlink(missing_ok=True)
     argv = [  # no site-packages: the back-end needs the stdlib only (1.3 MB less per VM)
@@ -96,11 +96,12 @@ def health(site: Site, vm: Record, present: set[str]) -> dict[str, AttrValue]:
 
 
 def stop_backend(site: Site, vm: Record) -> None:
-    """Before the VM becomes an LB's: no back-end, no redirect."""
+    """Before the VM becomes an LB's: no back-end, no redirect (the filter of
+    its ports stays)."""
     if vm.run.get("backend"):
         host.kill(int(vm.run.pop("backend")))
         site.records.put(vm)
-    host.nft(site.ns(vm.uid), "flush ruleset\n")
+    host.nft(site.ns(vm.uid), security.ruleset_for(site, vm, backend=False))
 
 
 def mac(port: Record) -> str:

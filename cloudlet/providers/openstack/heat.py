@@ -49,8 +49,14 @@ def _port(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
     }
     if r.attrs.get("subnet"):
         props["fixed_ips"] = [{"subnet": _ref(str(r.attrs["subnet"]))}]
-    if r.kind == "port":  # an empty list: no group, not the project's default one
-        props["security_groups"] = [_ref(g) for g in refs(r, "securityGroups")]
+    groups = refs(r, "securityGroups")
+    if r.kind == "port" and not groups:
+        # no group: not filtered, as the engine makes it (port security off,
+        # which takes no group and no address pair; every address passes)
+        props["port_security_enabled"] = False
+        return {"type": "OS::Neutron::Port", "properties": props}
+    if groups:
+        props["security_groups"] = [_ref(g) for g in groups]
     pairs = refs(r, "allowedAddressPairs")
     if pairs:
         props["allowed_address_pairs"] = [{"ip_address": _ip_of(v)} for v in pairs]

@@ -122,16 +122,32 @@ class Neutron:
         if resource.kind == "port":
             # Only what is set: Neutron's policy checks an address-pairs
             # field even when empty, and refuses it on a network the project
-            # does not own (the shared external one) to all but admins.
+            # does not own (the shared external one) to all but admins; the
+            # same goes for port security off (a port with no group there).
             fields.update(self._port_changes(resource, snap, None))
         return fields
 
     def _port_changes(self, resource: Resource, snap: Snapshot, port: Any) -> dict[str, Any]:
-        """The security groups and address pairs ``port`` (None: a new one) lacks."""
+        """What ``port`` (None: a new one) lacks: its groups and address pairs,
+        or, for a port with no group, port security off.
+
+        A port with no group is not filtered (cloudlet's meaning on every
+        platform), which Neutron spells ``port_security_enabled: false``: an
+        empty group list with port security on would drop all its traffic.
+        Neutron refuses address pairs on such a port, and needs none (it
+        then lets every address through), so its pairs are left out."""
         groups = sorted(snap.uid(g) for g in refs(resource, "securityGroups"))
+        secured = bool(groups)
         pairs = sorted(snap.address_of(v) for v in refs(resource, "allowedAddressPairs"))
+        pairs = pairs if secured else []
         out: dict[str, Any] = {}
-        if port is None or sorted(port.security_group_ids or ()) != groups:
+        # a new port: Neutron's defaults are port security on and, with no
+        # group given, the project's default group (none once security is off)
+        have_secured = bool(port.is_port_security_enabled) if port else True
+        if have_secured != secured:
+            out["port_security_enabled"] = secured
+        have_groups = sorted(port.security_group_ids or ()) if port else []
+        if have_groups != groups:
             out["security_group_ids"] = groups
         have = sorted(a["ip_address"] for a in (port.allowed_address_pairs or [])) if port else []
         if have != pairs:

@@ -41,6 +41,27 @@ _LISTS = {
 }
 
 
+#: A port's ``securityGroups`` when port security is on and it has no group:
+#: Neutron then drops all its traffic, which no model value means, so it is
+#: drift from ``()`` (not filtered), and the update turns port security off.
+DROPS_ALL = "(no group, port security on: all traffic dropped)"
+
+
+def _unfiltered(port: Any) -> dict[str, AttrValue]:
+    """How a port with no group reads in the model's terms.
+
+    Port security off (cloudlet's "no group"): every address passes, so the
+    VIPs the port depends on (its ``cloudlet.dep`` tags) read as its address
+    pairs, which Neutron keeps none of on such a port. Port security on with
+    no group: ``DROPS_ALL``."""
+    if not port.is_port_security_enabled:
+        deps = marks.parse_tags(port.tags or ())[2]
+        return {"allowedAddressPairs": tuple(d for d in deps if d.startswith("vip/"))}
+    if not port.security_group_ids:
+        return {"securityGroups": (DROPS_ALL,)}
+    return {}
+
+
 class Snapshot:
     """The owner's objects at one moment; ``uid``/``ref`` translate between the two worlds.
 
@@ -211,6 +232,7 @@ class Snapshot:
         }
         attrs["securityGroups"] = tuple(sorted(self.ref(g) for g in port.security_group_ids or []))
         attrs["allowedAddressPairs"] = tuple(sorted(pairs))
+        attrs.update(_unfiltered(port))
         return self._make(port, "port", attrs)
 
     def _vips(self) -> list[Any]:

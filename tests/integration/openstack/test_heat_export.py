@@ -82,6 +82,16 @@ def test_the_stack_holds_what_the_engine_would_make(conn: Any, tmp_path: Path) -
         ids = sorted(s.metadata["cloudlet.id"] for s in tagged["server"])
         assert ids == sorted(r.id for r in expand(cloudlet).resources if r.kind == "vm")
         assert all(p.name == f"{owner}:{marks_id(p)}" for p in tagged["port"])
+        # as the engine makes them: a port with no group is unfiltered (port
+        # security off), one with groups has them (an empty list would drop all)
+        wanted = expand(cloudlet).by_id()
+        for port in tagged["port"]:
+            r = wanted[marks_id(port)]
+            if r.kind == "port":
+                groups = r.attrs["securityGroups"]
+                assert isinstance(groups, tuple)
+                assert port.is_port_security_enabled is bool(groups), r.id
+                assert len(port.security_group_ids) == len(groups), r.id
     finally:
         conn.orchestration.delete_stack(stack.id)
         conn.orchestration.wait_for_delete(stack, interval=1, wait=600)

@@ -103,6 +103,7 @@ CLUSTER = """\
       masters: 1
       workers: 1
       vip: true
+      securityGroups: [web]
       expose: {loadBalancer: edge, ports: [{protocol: tcp, port: 8443}]}
 """
 
@@ -549,12 +550,16 @@ def on_openstack(c: Cloudlet, name: str) -> Cloudlet:
 
     Off the floating-ip path an LB's VIP would need address pairs on ports of
     the shared external network, which Neutron allows only to admins (README):
-    ``redundancy: vip`` becomes ``none`` there. The CIDRs drawn (10.0-59.x/24)
-    overlap neither the external network (172.24.4.0/24) nor the LB subnet.
+    ``redundancy: vip`` becomes ``none`` there; so would an LB with no group
+    (its external legs unfiltered: port security off), which gets ``web``.
+    The CIDRs drawn (10.0-59.x/24) overlap neither the external network
+    (172.24.4.0/24) nor the LB subnet.
     """
     spec = smaller(c, MAX_VMS + 1).spec  # room for an edit that adds a VM
     lbs = [
-        lb if spec.data_path == "floating-ip" else attrs.evolve(lb, redundancy="none")
+        lb
+        if spec.data_path == "floating-ip"
+        else attrs.evolve(lb, redundancy="none", security_groups=lb.security_groups or ["web"])
         for lb in spec.load_balancers
     ]
     vms = [attrs.evolve(v, image=IMAGES.get(v.image or "", v.image)) for v in spec.vms]
