@@ -77,20 +77,51 @@ def test_a_subnet_deleted_out_of_band_is_healed_with_what_holds_its_addresses(
 OBSERVE_ATTEMPTS = RetryPolicy().attempts
 
 
-def observe_fails_from_the_start(state: Path, seed: int) -> bool:
-    """Whether a fresh cloud with ``seed`` at rate 0.5 fails a sync's first
-    observe every attempt: restarted from the seed, every process would."""
+def observe_outcomes(state: Path, seed: int) -> list[bool]:
+    """A fresh cloud with ``seed`` at rate 0.5: the outcome of each observe a
+    sync would make, up to the first that answers."""
     cloud = FakeCloud.for_state_dir(state, failure_rate=0.5, seed=seed)
+    outcomes: list[bool] = []
     try:
-        for _ in range(OBSERVE_ATTEMPTS):
+        while len(outcomes) < OBSERVE_ATTEMPTS and not any(outcomes):
             try:
                 cloud.observe("probe")
+                outcomes.append(True)
             except ProviderError:
-                continue
-            return False
-        return True
+                outcomes.append(False)
+        return outcomes
     finally:
         cloud.close()
+
+
+def observe_fails_from_the_start(state: Path, seed: int) -> bool:
+    """Whether every observe attempt of a sync fails: restarted from the
+    seed, every process would."""
+    return not any(observe_outcomes(state, seed))
+
+
+def recovers(outcomes: list[bool]) -> bool:
+    """The first observe fails and a retry answers."""
+    return len(outcomes) > 1 and outcomes[-1]
+
+
+def flaky_spec(tmp_path: Path, seed: int) -> Path:
+    spec = tmp_path / "flaky.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            f"""\
+            apiVersion: cloudlet/v1
+            kind: Cloudlet
+            metadata: {{name: flaky}}
+            spec:
+              platform: {{type: fake, failureRate: 0.5, seed: {seed}}}
+              dataPath: no-router
+              networks: [{{name: internal, cidr: 10.70.0.0/24}}]
+              vms: [{{name: app, network: internal}}]
+            """
+        )
+    )
+    return spec
 
 
 def unlucky_seed(probes: Path) -> int:
@@ -106,21 +137,7 @@ def test_a_seed_that_fails_the_first_observes_still_converges_over_a_few_runs(
     """The fault stream once restarted from the seed in every process: such a
     seed failed each CLI run's observe alike, and no run ever converged."""
     seed = unlucky_seed(tmp_path / "probes")
-    spec = tmp_path / "flaky.yaml"
-    spec.write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: cloudlet/v1
-            kind: Cloudlet
-            metadata: {{name: flaky}}
-            spec:
-              platform: {{type: fake, failureRate: 0.5, seed: {seed}}}
-              dataPath: no-router
-              networks: [{{name: internal, cidr: 10.70.0.0/24}}]
-              vms: [{{name: app, network: internal}}]
-            """
-        )
-    )
+    spec = flaky_spec(tmp_path, seed)
     runs = []
     for _ in range(10):
         proc = cli("sync", spec, "--yes", "--json", "--parallelism", "1", state_dir=state_dir)
@@ -135,45 +152,11 @@ def test_a_seed_that_fails_the_first_observes_still_converges_over_a_few_runs(
     ok(cli("plan", spec, state_dir=state_dir), 0)
 
 
-def first_observe_fails_then_recovers(state: Path, seed: int) -> bool:
-    """Whether a fresh cloud with ``seed`` at rate 0.5 fails its first
-    observe and answers one of the retries a sync would make."""
-    cloud = FakeCloud.for_state_dir(state, failure_rate=0.5, seed=seed)
-    try:
-        outcomes = []
-        for _ in range(OBSERVE_ATTEMPTS):
-            try:
-                cloud.observe("probe")
-                outcomes.append(True)
-                break
-            except ProviderError:
-                outcomes.append(False)
-        return outcomes[0] is False and outcomes[-1] is True
-    finally:
-        cloud.close()
-
-
 def test_status_retries_its_observe_like_sync(tmp_path: Path, state_dir: Path) -> None:
     """A transient failure of the one observe ``status`` makes is retried
     (it was a plain error, exit 1, while ``sync`` retried the same call)."""
-    seed = next(
-        s for s in range(200) if first_observe_fails_then_recovers(tmp_path / "p" / str(s), s)
-    )
-    spec = tmp_path / "flaky.yaml"
-    spec.write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: cloudlet/v1
-            kind: Cloudlet
-            metadata: {{name: flaky}}
-            spec:
-              platform: {{type: fake, failureRate: 0.5, seed: {seed}}}
-              dataPath: no-router
-              networks: [{{name: internal, cidr: 10.70.0.0/24}}]
-              vms: [{{name: app, network: internal}}]
-            """
-        )
-    )
+    seed = next(s for s in range(200) if recovers(observe_outcomes(tmp_path / "p" / str(s), s)))
+    spec = flaky_spec(tmp_path, seed)
     ok(cli("apply", spec, state_dir=state_dir))  # stores only: no provider call yet
     status = json.loads(ok(cli("status", "flaky", "--json", state_dir=state_dir)).stdout)
     assert {r["state"] for r in status["resources"]} == {"missing"}, status
