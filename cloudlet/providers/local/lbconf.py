@@ -9,11 +9,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cloudlet.lb import (
-    Backend,
     LbConfig,
-    Listener,
     Vrrp,
     daemons,
+    document,
     haproxy_argv,
     haproxy_config,
     keepalived_argv,
@@ -22,7 +21,6 @@ from cloudlet.lb import (
     nginx_stream_config,
     runtime_paths,
 )
-from cloudlet.model.kinds import refs
 from cloudlet.providers.local.records import Record
 
 
@@ -34,28 +32,8 @@ def lb_config(
     run_dir: Path,
     vrrp: Vrrp | None = None,
 ) -> LbConfig:
-    def backends_of(listener: Record) -> tuple[Backend, ...]:
-        port = int(str(listener.attrs["port"]))
-        return tuple(
-            Backend(target, str(backends[target]), port)
-            for target in refs(listener.attrs, "targets")
-            if backends.get(target)
-        )
-
-    return LbConfig(
-        name=lb.id,
-        listeners=tuple(
-            Listener(
-                listener.id,
-                "udp" if listener.attrs.get("protocol") == "udp" else "tcp",
-                bind,
-                int(str(listener.attrs["publicPort"])),
-                backends_of(listener),
-            )
-            for listener in listeners
-        ),
-        vrrp=vrrp,
-        runtime_dir=str(run_dir),
+    return document.build(
+        lb.id, [(r.id, r.attrs) for r in listeners], bind, backends, str(run_dir), vrrp
     )
 
 
