@@ -69,6 +69,18 @@ _UDP_TIMEOUT = "2s"
 # haproxy health checks: short, so a dead back-end leaves rotation in about a second.
 _CHECKS = "inter 500ms fastinter 200ms downinter 500ms rise 1 fall 2"
 _INDENT = "    "
+# One JSON line per finished UDP session: OSS nginx has no statistics API, so
+# cloudlet.agent.stats adds these lines up. $cloudlet_listener is set per server.
+STATS_LOG_FORMAT = "cloudlet_stats"
+_STATS_FIELDS = (
+    ("listener", "$cloudlet_listener"),
+    ("status", "$status"),
+    ("bytes_in", "$bytes_received"),
+    ("bytes_out", "$bytes_sent"),
+    ("upstream", "$upstream_addr"),
+    ("upstream_bytes_in", "$upstream_bytes_received"),
+    ("session_time", "$session_time"),
+)
 
 
 def section_name(name: str) -> str:
@@ -272,6 +284,7 @@ class RuntimePaths:
     nginx_conf: str
     nginx_pid: str
     nginx_prefix: str
+    nginx_stats_log: str
     keepalived_conf: str
     keepalived_pid: str
     vrrp_pid: str
@@ -289,6 +302,7 @@ def runtime_paths(cfg: LbConfig) -> RuntimePaths:
         nginx_conf=f"{d}/nginx.conf",
         nginx_pid=f"{d}/nginx.pid",
         nginx_prefix=f"{d}/",
+        nginx_stats_log=f"{d}/nginx-stats.log",
         keepalived_conf=f"{d}/keepalived.conf",
         keepalived_pid=f"{d}/keepalived.pid",
         vrrp_pid=f"{d}/keepalived-vrrp.pid",
@@ -385,6 +399,11 @@ def nginx_stream_config(cfg: LbConfig, *, stream_module: str = NGINX_STREAM_MODU
     never opens /var/log/nginx either). ``proxy_responses 1`` ends a session
     at its first answer, as a request/response protocol wants; passive health
     checks (``max_fails``) take a refusing back-end out of rotation.
+
+    Statistics: each server sets ``$cloudlet_listener`` to its listener's
+    section name and logs every finished session as one JSON line (format
+    ``cloudlet_stats``) to ``nginx_stats_log`` in the runtime directory, which
+    the agent reads incrementally (OSS nginx has no statistics API).
     """
     p = runtime_paths(cfg)
     i = _INDENT
@@ -402,6 +421,8 @@ def nginx_stream_config(cfg: LbConfig, *, stream_module: str = NGINX_STREAM_MODU
         "",
         "stream {",
     ]
+    if _live(cfg, "udp"):
+        lines.append(_stats_log_format())
     for li in _live(cfg, "udp"):
         name = section_name(li.name)
         lines.append(f"{i}upstream {name} {{")
@@ -416,10 +437,17 @@ def nginx_stream_config(cfg: LbConfig, *, stream_module: str = NGINX_STREAM_MODU
             f"{i}{i}proxy_pass {name};",
             f"{i}{i}proxy_responses 1;",
             f"{i}{i}proxy_timeout {_UDP_TIMEOUT};",
+            f"{i}{i}set $cloudlet_listener {name};",
+            f"{i}{i}access_log {p.nginx_stats_log} {STATS_LOG_FORMAT};",
             f"{i}}}",
         ]
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _stats_log_format() -> str:
+    fields = ",".join(f'"{k}":"{v}"' for k, v in _STATS_FIELDS)
+    return f"{_INDENT}log_format {STATS_LOG_FORMAT} escape=json '{{{fields}}}';"
 
 
 def _centis(seconds: float) -> str:

@@ -146,6 +146,31 @@ def test_nginx_stream_one_server_per_udp_listener():
     assert "443" not in text
 
 
+def test_nginx_logs_each_udp_session_for_the_agent_s_statistics():
+    """OSS nginx has no statistics API: cloudlet.agent.stats adds up these JSON lines."""
+    text = nginx_stream_config(config())
+    (fmt,) = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("log_format")]
+    assert fmt.startswith("log_format cloudlet_stats escape=json '{")
+    fields = dict(re.findall(r'"(\w+)":"(\$\w+)"', fmt))
+    assert fields == {
+        "listener": "$cloudlet_listener",
+        "status": "$status",
+        "bytes_in": "$bytes_received",
+        "bytes_out": "$bytes_sent",
+        "upstream": "$upstream_addr",
+        "upstream_bytes_in": "$upstream_bytes_received",
+        "session_time": "$session_time",
+    }
+    server = block(text, "server {")
+    assert "set $cloudlet_listener lb-listener_game;" in server
+    assert f"access_log {RT}/nginx-stats.log cloudlet_stats;" in server
+    assert runtime_paths(config()).nginx_stats_log == f"{RT}/nginx-stats.log"
+    # the haproxy side: the stats socket the agent asks, and checks that say DOWN
+    hap = haproxy_config(config())
+    assert f"stats socket {RT}/haproxy.sock mode 600 level admin" in hap
+    assert "server vm_a 10.0.0.5:443 check" in hap
+
+
 def test_nginx_stream_module_path_can_be_given():
     text = nginx_stream_config(config(), stream_module="/opt/ngx_stream_module.so")
     assert "load_module /opt/ngx_stream_module.so;" in text.splitlines()
