@@ -14,9 +14,12 @@ line (``nginx_stats_log``) and this module adds the lines up. It reads the
 log incrementally, remembering its offset and the running totals in a state
 file beside it, so the totals survive the agent's restarts and nginx's
 reloads; when the log passes :data:`ROTATE_AT` bytes it is renamed and nginx
-is told to reopen (``SIGUSR1``), and the renamed file's rest is read at the
-next collection, then removed. Three honest limits follow from logging at a
-session's end:
+is told to reopen (``SIGUSR1``); the renamed file is read on until nginx
+writes the new one, then removed, so no session is lost. (nginx's worker,
+``nobody``, reopens the file itself: it needs search permission on the
+runtime directory, e.g. 0755; without it the worker keeps the old file and
+the counts stay right, but that file grows.) Three honest limits follow
+from logging at a session's end:
 
 - ``sessions_current`` is 0: nginx logs a session when it ends and says
   nothing of the ones in flight (with ``proxy_responses 1`` a session lasts
@@ -294,19 +297,13 @@ def read_udp_log(cfg: LbConfig) -> UdpLog:
     live, rotated = Path(paths.nginx_stats_log), Path(paths.nginx_stats_log + ".1")
     state = _state_path(cfg)
     cursor, log = _load(state)
-    if cursor.rotated_offset is not None and rotated.exists() and live.exists():
-        # nginx reopened (it created the live file again): finish the old one
-        lines, _ = _read_from(rotated, cursor.rotated_offset)
-        log = parse_stats_log(lines, log)
-        rotated.unlink()
-        cursor = attrs.evolve(cursor, rotated_offset=None)
-    elif cursor.rotated_offset is not None and not rotated.exists():
-        cursor = attrs.evolve(cursor, rotated_offset=None)
+    if cursor.rotated_offset is not None:
+        cursor, log = _finish_rotated(live, rotated, cursor, log)
     try:
         st = live.stat()
     except FileNotFoundError:
-        _save(state, cursor, log)
-        return log
+        _save(state, cursor, _pruned(cfg, log))
+        return _pruned(cfg, log)
     offset = cursor.offset if st.st_ino == cursor.inode and st.st_size >= cursor.offset else 0
     lines, offset = _read_from(live, offset)
     log = parse_stats_log(lines, log)
@@ -315,12 +312,37 @@ def read_udp_log(cfg: LbConfig) -> UdpLog:
         os.replace(live, rotated)
         if _signal_reopen(paths.nginx_pid):
             cursor = _Cursor(None, 0, offset)
-        else:  # nobody writes it: nothing more to come, nothing to keep
-            rotated.unlink()
-            cursor = _Cursor()
+        else:  # no nginx to reopen: keep the file where whoever writes it writes
+            os.replace(rotated, live)
     log = _pruned(cfg, log)
     _save(state, cursor, log)
     return log
+
+
+def _finish_rotated(
+    live: Path, rotated: Path, cursor: _Cursor, log: UdpLog
+) -> tuple[_Cursor, UdpLog]:
+    """Read on in the rotated file; remove it once nginx writes the new one.
+
+    A line in the new file proves that nginx's worker (one: the renderer's
+    ``worker_processes 1``) reopened; before that it may still append here
+    (a worker that could not reopen, e.g. a runtime directory it cannot
+    search, keeps writing here: counted, never lost)."""
+    if not rotated.exists():
+        return attrs.evolve(cursor, rotated_offset=None), log
+    assert cursor.rotated_offset is not None
+    lines, offset = _read_from(rotated, cursor.rotated_offset)
+    log = parse_stats_log(lines, log)
+    try:
+        reopened = live.stat().st_size > 0
+    except FileNotFoundError:
+        reopened = False
+    if reopened:
+        lines, _ = _read_from(rotated, offset)  # what came in meanwhile
+        log = parse_stats_log(lines, log)
+        rotated.unlink()
+        return attrs.evolve(cursor, rotated_offset=None), log
+    return attrs.evolve(cursor, rotated_offset=offset), log
 
 
 def _pruned(cfg: LbConfig, log: UdpLog) -> UdpLog:

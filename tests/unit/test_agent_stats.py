@@ -242,7 +242,7 @@ def test_a_replaced_or_truncated_log_is_read_from_its_start(tmp_path):
     assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 7
 
 
-def test_a_big_log_is_rotated_and_its_rest_read_once_nginx_reopened(tmp_path, monkeypatch):
+def test_a_big_log_is_rotated_and_removed_once_nginx_writes_the_new_one(tmp_path, monkeypatch):
     c = cfg(GAME, runtime_dir=str(tmp_path))
     paths = runtime_paths(c)
     log, rotated = Path(paths.nginx_stats_log), Path(paths.nginx_stats_log + ".1")
@@ -254,21 +254,26 @@ def test_a_big_log_is_rotated_and_its_rest_read_once_nginx_reopened(tmp_path, mo
     _append(log, "".join(lines[:2]))
     assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 2
     assert reopened == [4242] and rotated.exists() and not log.exists()
-    _append(rotated, lines[2])  # nginx (a worker) still wrote to the old file
-    assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 2  # not reopened yet
-    _append(log, lines[3])  # reopened: the new file appears
-    assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 4
-    assert not rotated.exists()
+    _append(rotated, lines[2])  # the worker still writes to the old file
+    log.touch()  # the master reopened: an empty new file
+    assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 3
+    assert rotated.exists()  # the worker may still write there
+    _append(rotated, lines[3])
+    _append(log, lines[4])  # the worker reopened: the old file is done
+    assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 5
+    assert not rotated.exists() and reopened == [4242]
+    assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 5
 
 
-def test_without_nginx_a_big_log_is_dropped_after_reading(tmp_path, monkeypatch):
+def test_without_nginx_to_reopen_a_big_log_stays_where_it_is(tmp_path, monkeypatch):
     c = cfg(GAME, runtime_dir=str(tmp_path))
     log = Path(runtime_paths(c).nginx_stats_log)
     monkeypatch.setattr(stats, "ROTATE_AT", 10)
     _append(log, read("nginx-stats-refused.log"))
     assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 8
-    assert not log.exists() and not Path(str(log) + ".1").exists()
-    assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 8
+    assert log.exists() and not Path(str(log) + ".1").exists()
+    _append(log, read("nginx-stats-refused.log").splitlines(keepends=True)[0])
+    assert stats.read_udp_log(c).totals["lb-listener_game"].sessions == 9
 
 
 def test_a_removed_listener_is_forgotten_and_a_corrupt_state_starts_over(tmp_path):
