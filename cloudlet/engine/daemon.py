@@ -235,6 +235,7 @@ class Daemon:
         outcome = report.outcome if report is not None else "failed"
         self.metrics.reconcile_seconds.labels(outcome).observe(time.perf_counter() - t0)
         if report is None and self._gone_or_not_ours(name):
+            self.metrics.lbs.forget(name)
             return  # nothing for this replica to keep converged
         if outcome == "converged":
             self.queue.forget(name)
@@ -272,7 +273,9 @@ class Daemon:
             cloudlet = structure(record.document)
         except SpecError as err:
             return self._invalid(name, record.revision, err)
-        provider = InstrumentedProvider(self.provider_for(cloudlet), self.metrics)
+        inner = self.provider_for(cloudlet)
+        self.metrics.lbs.watch(cloudlet.name, inner)  # its LB agents' figures, at each scrape
+        provider = InstrumentedProvider(inner, self.metrics)
         engine = Engine(
             self.repo,
             provider,

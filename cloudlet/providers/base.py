@@ -9,6 +9,7 @@ their SDK's types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from cloudlet.model.resources import Observed, Resource
@@ -50,3 +51,18 @@ class HostReachable(Protocol):
     probes its port mappings after each sync and in ``status``."""
 
     public_addresses_reachable_from_host: bool
+
+
+@runtime_checkable
+class LbReports(Protocol):
+    """A platform whose LB agents' reports Shepherd reads (``local``: the report
+    file each agent writes beside its document), to export them as metrics.
+
+    The reports come back as text, undecoded: their format is the agent's
+    (``cloudlet.agent.report``), which providers do not import."""
+
+    def lb_reports(self, owner: str) -> Sequence[tuple[str, str, str | None]]:
+        """``(lb id, member VM id, report text)`` for every member VM of every
+        LB of ``owner`` that exists; the text is None when there is no report
+        to read (no agent yet, or it died before writing one)."""
+        ...

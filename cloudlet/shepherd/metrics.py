@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.base import HostReachable, Provider
+from cloudlet.shepherd.lbmetrics import LbCollector
 from cloudlet.shepherd.status import Status
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -74,6 +75,9 @@ class Metrics:
             registry=r,
         )
         self._series: dict[str, set[tuple[str, str]]] = {}
+        #: The LB agents' figures (``cloudlet_lb_*``), read from the providers at scrape time.
+        self.lbs = LbCollector()
+        r.register(self.lbs)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -36,7 +36,7 @@ import attrs
 from cloudlet.errors import ProviderError
 from cloudlet.model.kinds import immutable_refusal
 from cloudlet.model.resources import AttrValue, Observed, Resource
-from cloudlet.providers.local import host, lbs, networks, routers, security, vips, vms
+from cloudlet.providers.local import host, lbs, networks, reports, routers, security, vips, vms
 from cloudlet.providers.local.records import Record
 from cloudlet.providers.local.site import AUTO_RANGE, RUNTIME, Site
 
@@ -134,6 +134,11 @@ class LocalProvider:
             site.records.remove(record.uid)
             if not site.records.all():
                 site.teardown_fabric()
+
+    def lb_reports(self, owner: str) -> list[tuple[str, str, str | None]]:
+        """The LB agents' reports, for Shepherd's metrics (``reports.py``); no lock:
+        records are replaced atomically, and a scrape must not wait for a sync."""
+        return reports.lb_reports(Site(self.base, owner))
 
     def close(self) -> None:
         return None
