@@ -302,8 +302,9 @@ def read_udp_log(cfg: LbConfig) -> UdpLog:
     try:
         st = live.stat()
     except FileNotFoundError:
-        _save(state, cursor, _pruned(cfg, log))
-        return _pruned(cfg, log)
+        log = _pruned(cfg, log)
+        _save(state, cursor, log)
+        return log
     offset = cursor.offset if st.st_ino == cursor.inode and st.st_size >= cursor.offset else 0
     lines, offset = _read_from(live, offset)
     log = parse_stats_log(lines, log)
