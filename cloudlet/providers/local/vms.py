@@ -104,6 +104,18 @@ def stop_backend(site: Site, vm: Record) -> None:
     host.nft(site.ns(vm.uid), security.ruleset_for(site, vm, backend=False))
 
 
+def refresh_port(site: Site, port: Record) -> None:
+    """A port changed: its VM's filter is reloaded (``security``) and, on a
+    plain VM, the VIPs its ports list are served (``vips.serve_node``): a
+    cluster's ``vip: true`` added later changes its nodes' ports, not the
+    nodes. An LB's member VM is its LB's business (``lbs.refresh``)."""
+    security.refresh_port(site, port)
+    present = host.namespaces()
+    for vm in security.vms_using(site, {port.id}):
+        if site.ns(vm.uid) in present and lbs.lb_of_member(site, vm.id) is None:
+            vips.serve_node(site, vm)
+
+
 def mac(port: Record) -> str:
     """A port keeps its MAC address (as a Neutron port does): a VM re-made on
     it answers at once, with no neighbour entry elsewhere gone stale."""
