@@ -89,7 +89,7 @@ def _kill_backend(site: Site, vm: Record) -> None:
     needs the namespace: one deleted out of band (``ip netns del``) leaves
     its processes running, and them holding it, unnamed."""
     pid = vm.run.get("backend")
-    if host.alive(pid, f"uid={vm.uid}"):
+    if pid is not None and host.alive(int(pid), f"uid={vm.uid}"):
         host.kill(int(pid))
     for other in host.marked(_mark(site, vm)):
         host.kill(other)
