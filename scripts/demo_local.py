@@ -158,14 +158,14 @@ def failover(state: Path) -> bool:
     print(f"  answered by: {', '.join(sorted(result.answered_by))}")
     good = result.survivor is not None and result.gap <= FLOOR
     cloudlet(state, "status", VIP_CLOUDLET)
-    good &= heal(state, vip, port)
+    heal(state, vip, port)
     members = lb_member_namespaces(state, VIP_CLOUDLET, "root")
     one = len(holders(members, vip)) == 1
     print(f"  LB VMs: {len(members)}; holders of the VIP: {len(holders(members, vip))}")
     return good and one and curl_all(state, VIP_CLOUDLET)
 
 
-def heal(state: Path, vip: str, port: int) -> bool:
+def heal(state: Path, vip: str, port: int) -> None:
     """The sync that re-creates the lost LB VM, with the client still at it."""
     client = Probe(vip, port)
     try:
@@ -184,7 +184,6 @@ def heal(state: Path, vip: str, port: int) -> bool:
         f"{len(during)} attempts failed, longest gap {gap:.3f} s "
         "(the planner replaces the whole LB, the surviving VM's daemons included)"
     )
-    return True
 
 
 def main() -> int:
