@@ -108,3 +108,56 @@ def test_two_cloudlets_at_once_and_destroy_leaves_the_host_as_it_was(
         proc = ok(cli("destroy", name, "--yes", state_dir=site, timeout=120))
         assert "converged" in proc.stdout, describe(proc)
     assert host_state(site) == before
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _orphan_game(
+    site: Path, tmp_path: Path, name: str, *, forget: bool = False
+) -> tuple[Path, int]:
+    """Sync, then ``ip netns del`` game's namespace and nothing else: its
+    back-end keeps running (and keeps the namespace alive, unnamed). With
+    ``forget``, its record loses the back-end's pid first, as when a create
+    is cut off between starting it and recording it."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(spec(name))
+    sync(site, path)
+    s = Site(site / "local", name)
+    game = next(r for r in s.records.all() if r.id == "vm/game")
+    pid = int(game.run["backend"])
+    if forget:
+        del game.run["backend"]
+        s.records.put(game)
+    assert str(pid) in host_state(site)["procs"]  # the snapshot would see it left behind
+    subprocess.run(["ip", "netns", "del", s.ns(game.uid)], check=True)
+    assert _alive(pid)
+    assert "vm/game" in status(site, name)["drift"]  # type: ignore[operator]
+    return path, pid
+
+
+def test_a_vm_namespace_deleted_under_its_backend_is_healed_without_a_leak(
+    site: Path, tmp_path: Path
+) -> None:
+    path, pid = _orphan_game(site, tmp_path, "edge-g")
+    sync(site, path)
+    assert not _alive(pid), "the old back-end still runs"
+    assert status(site, "edge-g")["drift"] == []
+    for mapping in status(site, "edge-g")["portMappings"]:  # type: ignore[union-attr]
+        assert answers(mapping) == f"vm/{mapping['target']}", mapping
+
+
+@pytest.mark.parametrize("forget", [False, True], ids=["recorded", "unrecorded"])
+def test_a_vm_namespace_deleted_under_its_backend_then_destroyed_leaves_nothing(
+    site: Path, tmp_path: Path, forget: bool
+) -> None:
+    before = host_state(site)
+    _path, pid = _orphan_game(site, tmp_path, "edge-h", forget=forget)
+    ok(cli("destroy", "edge-h", "--yes", state_dir=site, timeout=120))
+    assert not _alive(pid), "the back-end outlived destroy"
+    assert host_state(site) == before

@@ -436,3 +436,32 @@ def test_a_vip_pair_behind_security_groups_still_elects_one_master(
     time.sleep(1.0)  # ten adverts later: still one (a split brain shows within one)
     assert len(holders(s, members, vip)) == 1, holders(s, members, vip)
     assert http_first_line(vip, 443) == "vm/game"
+
+
+def test_a_cluster_vip_enabled_on_an_existing_cluster_is_served(site: Path, tmp_path: Path) -> None:
+    """``vip: true`` added to a cluster that was synced without it: only the
+    nodes' ports change (they list the new VIP), no VM does; keepalived must
+    start on the nodes all the same, and the VIP answer."""
+    path = tmp_path / "late.yaml"
+    text = vip_spec("vip-late", "10.67.0.0/24", lb_vip=False, cluster_vip=True)
+    path.write_text(text.replace("vip: true", "vip: false"))
+    sync(site, path)
+    s = Site(site / "local", "vip-late")
+    nodes = ["vm/kube.master.0", "vm/kube.worker.0", "vm/kube.worker.1"]
+    assert not any(comms(s.ns(record(s, n).uid)) & {"keepalived"} for n in nodes)
+
+    path.write_text(text)
+    sync(site, path)
+    assert drift(site, "vip-late") == set()
+    vip = str(record(s, "vip/kube").attrs["address"])
+    wait_until("one node holds the cluster VIP", lambda: len(holders(s, nodes, vip)) == 1)
+    assert all("keepalived" in comms(s.ns(record(s, n).uid)) for n in nodes)
+    (holder,) = holders(s, nodes, vip)
+    lb_ns = s.ns(record(s, "vm/root.0").uid)  # on the cluster's subnet: the host is not
+    answer = subprocess.run(
+        ["ip", "netns", "exec", lb_ns, "curl", "-s", "-m", "3", f"http://{vip}:6443/"],
+        capture_output=True,
+        text=True,
+    )
+    assert answer.stdout.splitlines()[:1] == [holder], answer
+    ok(cli("plan", path, state_dir=site), 0)

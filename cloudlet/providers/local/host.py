@@ -112,6 +112,23 @@ def alive(pid: int | None, mark: str) -> bool:
     return mark.encode() in cmdline and status[0] != "Z"
 
 
+def marked(arg: str) -> list[int]:
+    """The live processes one of whose arguments is exactly ``arg`` (a mark
+    the provider put on their command line): what runs for an object even
+    when no pid of it was recorded, or its namespace was deleted under it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if arg.encode() in args and not _zombie(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
 def kill(pid: int, grace: float = 2.0) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds."""
     try:

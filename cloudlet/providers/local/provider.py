@@ -56,7 +56,8 @@ class Builder:
 
 #: Kinds not listed are records only (subnet, k8s-node); a VIP is served by its
 #: holder VMs (``vips.py``) and stops with its record; a group's or a port's
-#: change reloads the filter of the VMs it concerns (``security.py``).
+#: change reloads the filter of the VMs it concerns (``security.py``); a port's
+#: change also starts or stops the keepalived of the VIPs its VM serves (``vms.refresh_port``).
 KINDS_BUILT: dict[str, Builder] = {
     "network": Builder(networks.build, networks.unbuild, networks.health),
     "vip": Builder(unbuild=vips.unbuild),
@@ -66,7 +67,7 @@ KINDS_BUILT: dict[str, Builder] = {
     "router": Builder(routers.build, routers.unbuild, routers.health),
     "floating-ip": Builder(routers.build_fip, routers.unbuild_fip, routers.fip_health),
     "security-group": Builder(security.refresh_group),
-    "port": Builder(security.refresh_port),
+    "port": Builder(vms.refresh_port),
 }
 RECORD_ONLY = Builder()
 #: Kinds refused (permanent): none left.

@@ -140,9 +140,15 @@ def _config(site: Site, vip: Record, vm: Record) -> LbConfig | None:
 def serve_node(site: Site, vm: Record) -> None:
     """keepalived in ``vm``'s namespace for each VIP its ports list (started,
     or reloaded if its peers changed), and the other holders' keepalived
-    reloaded with ``vm``'s port among their peers."""
+    reloaded with ``vm``'s port among their peers; a keepalived for a VIP
+    its ports no longer list is stopped. Called when the VM is built and
+    when one of its ports changes (``vms.refresh_port``): a cluster given
+    ``vip: true`` after its nodes were made changes their ports only."""
+    listed = node_vips(site, vm)
+    for uid in set(vm.run.get("vips", {})) - {v.uid for v in listed}:
+        stop_node(site, vm, uid)
     pids: dict[str, int] = dict(vm.run.get("vips", {}))
-    for vip in node_vips(site, vm):
+    for vip in listed:
         cfg = _config(site, vip, vm)
         if cfg is None:
             continue

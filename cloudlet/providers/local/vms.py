@@ -70,15 +70,34 @@ def _start_backend(site: Site, vm: Record) -> None:
         "env", f"PYTHONPATH={PACKAGE_ROOT}", sys.executable, "-S",
         "-m", "cloudlet.providers.local.backend", "--id", vm.id,
         "--tcp", str(BACKEND_TCP), "--udp", str(BACKEND_UDP),
-        "--ready-file", str(ready), "--mark", f"uid={vm.uid}",
+        "--ready-file", str(ready), "--mark", f"uid={vm.uid}", "--mark", _mark(site, vm),
     ]  # fmt: skip
     vm.run["backend"] = host.spawn(ns, argv, site.run_dir(vm.uid) / "backend.log")
     site.records.put(vm)
     _wait_for(ready, f"{vm.id}: its back-end")
 
 
+def _mark(site: Site, vm: Record) -> str:
+    """The argument that tags the VM's back-end: its namespace's name, unique
+    on the host (it carries the cloudlet and the site's key)."""
+    return f"ns={site.ns(vm.uid)}"
+
+
+def _kill_backend(site: Site, vm: Record) -> None:
+    """Stop the VM's back-end: the recorded one, and any other carrying its
+    mark (started by a create cut off before the pid was recorded). Neither
+    needs the namespace: one deleted out of band (``ip netns del``) leaves
+    its processes running, and them holding it, unnamed."""
+    pid = vm.run.get("backend")
+    if pid is not None and host.alive(int(pid), f"uid={vm.uid}"):
+        host.kill(int(pid))
+    for other in host.marked(_mark(site, vm)):
+        host.kill(other)
+
+
 def unbuild(site: Site, vm: Record) -> None:
-    vips.stop_node(site, vm)  # by pid: its namespace may be gone, its keepalived not
+    _kill_backend(site, vm)  # by pid and mark: its namespace may be gone, its processes not
+    vips.stop_node(site, vm)  # by pid, likewise
     host.delete_namespace(site.ns(vm.uid))
     for i in range(len(refs(vm.attrs, "ports"))):
         host.run(["ip", "-n", site.fabric, "link", "del", f"v{vm.uid}{i}"], check=False)
@@ -98,10 +117,22 @@ def health(site: Site, vm: Record, present: set[str]) -> dict[str, AttrValue]:
 def stop_backend(site: Site, vm: Record) -> None:
     """Before the VM becomes an LB's: no back-end, no redirect (the filter of
     its ports stays)."""
-    if vm.run.get("backend"):
-        host.kill(int(vm.run.pop("backend")))
+    _kill_backend(site, vm)
+    if vm.run.pop("backend", None):
         site.records.put(vm)
     host.nft(site.ns(vm.uid), security.ruleset_for(site, vm, backend=False))
+
+
+def refresh_port(site: Site, port: Record) -> None:
+    """A port changed: its VM's filter is reloaded (``security``) and, on a
+    plain VM, the VIPs its ports list are served (``vips.serve_node``): a
+    cluster's ``vip: true`` added later changes its nodes' ports, not the
+    nodes. An LB's member VM is its LB's business (``lbs.refresh``)."""
+    security.refresh_port(site, port)
+    present = host.namespaces()
+    for vm in security.vms_using(site, {port.id}):
+        if site.ns(vm.uid) in present and lbs.lb_of_member(site, vm.id) is None:
+            vips.serve_node(site, vm)
 
 
 def mac(port: Record) -> str:
