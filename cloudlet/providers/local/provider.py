@@ -52,6 +52,10 @@ class Builder:
     health: Callable[[Site, Record, set[str]], dict[str, AttrValue]] = (
         lambda site, record, present: {}
     )
+    #: After a create, update or delete, outside the provider's lock: wait
+    #: until what was built works (an LB's agents applied their documents),
+    #: while other steps go on.
+    settle: Callable[[Site, Record], None] = lambda site, record: None
 
 
 #: Kinds not listed are records only (subnet, k8s-node); a VIP is served by its
@@ -60,9 +64,9 @@ class Builder:
 KINDS_BUILT: dict[str, Builder] = {
     "network": Builder(networks.build, networks.unbuild, networks.health),
     "vip": Builder(unbuild=vips.unbuild),
-    "vm": Builder(vms.build, vms.unbuild, vms.health),
-    "lb": Builder(lbs.refresh, lbs.unbuild, lbs.health),
-    "lb-listener": Builder(lbs.build_listener, lbs.unbuild_listener),
+    "vm": Builder(vms.build, vms.unbuild, vms.health, lbs.settle_member),
+    "lb": Builder(lbs.refresh, lbs.unbuild, lbs.health, lbs.settle),
+    "lb-listener": Builder(lbs.build_listener, lbs.unbuild_listener, settle=lbs.settle_listener),
     "router": Builder(routers.build, routers.unbuild, routers.health),
     "floating-ip": Builder(routers.build_fip, routers.unbuild_fip, routers.fip_health),
     "security-group": Builder(security.refresh_group),
@@ -86,7 +90,11 @@ class LocalProvider:
         site = Site(self.base, owner)
         with self._lock:
             present = host.namespaces()
-            return [r.observed(_health(site, r, present)) for r in site.records.all()]
+            return [
+                r.observed(_health(site, r, present))
+                for r in site.records.all()
+                if not _gone(site, r, present)
+            ]
 
     def create(self, owner: str, resource: Resource) -> Observed:
         if resource.kind in UNSUPPORTED:
@@ -104,7 +112,9 @@ class LocalProvider:
                     site.teardown_fabric()  # nothing else here: leave the host as it was
                 raise
             _builder(record).build(site, record)
-            return _observed(site, record)
+            observed = _observed(site, record)
+        _builder(record).settle(site, record)
+        return observed
 
     def update(self, owner: str, resource: Resource, current: Observed) -> Observed:
         site = Site(self.base, owner)
@@ -119,7 +129,9 @@ class LocalProvider:
             record.deps = list(resource.deps)
             site.records.put(record)
             _builder(record).build(site, record)
-            return _observed(site, record)
+            observed = _observed(site, record)
+        _builder(record).settle(site, record)
+        return observed
 
     def replacement_reason(self, resource: Resource, current: Observed) -> str | None:
         return None
@@ -132,8 +144,10 @@ class LocalProvider:
                 return
             _builder(record).unbuild(site, record)
             site.records.remove(record.uid)
+            _forget_the_gone(site)
             if not site.records.all():
                 site.teardown_fabric()
+        _builder(record).settle(site, record)
 
     def close(self) -> None:
         return None
@@ -151,6 +165,26 @@ def _new_record(site: Site, resource: Resource) -> Record:
     record.attrs.update(site.computed(record))
     site.records.put(record)
     return record
+
+
+def _gone(site: Site, record: Record, present: set[str]) -> bool:
+    """A VM whose namespace is not there does not exist, as a server deleted
+    behind a cloud's back does not: the plan re-creates it (adopting its
+    record: the same uid, ports and addresses) instead of replacing it, so
+    what is built on it (an LB it is a member of, its listeners, a cluster
+    node) is not rebuilt. Its record stays, with the pids of what it ran."""
+    return record.kind == "vm" and site.ns(record.uid) not in present
+
+
+def _forget_the_gone(site: Site) -> None:
+    """Once only gone VMs' records are left (a destroy observes none of
+    them), take down what they left and drop them, so the fabric goes."""
+    records = site.records.all()
+    present = host.namespaces()
+    if records and all(_gone(site, r, present) for r in records):
+        for vm in records:
+            vms.unbuild(site, vm)
+            site.records.remove(vm.uid)
 
 
 def _health(site: Site, record: Record, present: set[str]) -> dict[str, AttrValue]:
