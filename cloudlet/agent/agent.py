@@ -44,6 +44,7 @@ from cloudlet.agent.report import AgentReport, DaemonState, ListenerStats
 from cloudlet.agent.sources import Source, SourceError
 from cloudlet.lb import (
     LbConfig,
+    Vrrp,
     daemons,
     haproxy_argv,
     haproxy_check_argv,
@@ -165,14 +166,14 @@ class Agent:
         wall: Clock = time.time,
         spawn: Spawn = popen,
         check: Check = run_check,
-        bound: Callable[[], Collection[tuple[str, int]]] | None = None,
+        host: HostOps | None = None,
         bind_wait: float = BIND_WAIT,
     ) -> None:
         self.source = source
         self.runtime_dir = runtime_dir
         self.report_path = report_path
         self.clock, self.wall, self.spawn, self.check = clock, wall, spawn, check
-        self.bound = bound or bound_ports
+        self.host = host or HostOps()
         self.bind_wait = bind_wait
         self.text: str | None = None  # the newest text read
         self.latest: str | None = None
@@ -196,7 +197,11 @@ class Agent:
         if text is None or (text == self.text and not (retry and self.error)):
             return False
         self.text, self.latest = text, digest(text)
-        self.apply(text)
+        try:
+            self.apply(text)
+        except Exception as e:  # a bug or the host: say so, keep running what runs
+            log.exception("applying document %s failed", self.latest)
+            self.error = f"internal error applying the document: {type(e).__name__}: {e}"
         return True
 
     def apply(self, text: str) -> None:
@@ -214,7 +219,7 @@ class Agent:
         for d in sorted(changed):
             os.replace(config_path(cfg, d) + ".new", config_path(cfg, d))
         if cfg.vrrp is not None:
-            _allow_nonlocal_bind()
+            self.host.nonlocal_bind()
         self._act(cfg, actions(wanted, self.daemons, self._alive(), changed))
         self._wait_bound(cfg)
         self.cfg, self.applied, self.error = cfg, self.latest, None
@@ -256,13 +261,19 @@ class Agent:
         for d in todo.start:
             daemon = self.daemons.get(d)
             if daemon is None:
-                prepare = _dropper(cfg) if d == "keepalived" else None
+                prepare = self._dropper(cfg) if d == "keepalived" else None
                 daemon = Daemon(
                     d, run_argv(cfg, d), spawn=self.spawn, clock=self.clock, prepare=prepare
                 )
                 self.daemons[d] = daemon
             daemon.start()
             log.info("started %s (pid %s)", d, daemon.pid)
+
+    def _dropper(self, cfg: LbConfig) -> Callable[[], None]:
+        """Before keepalived starts: no VIP left configured by one killed
+        hard (it would be a second holder)."""
+        vrrp = cfg.vrrp
+        return (lambda: self.host.drop_vip(vrrp)) if vrrp is not None else (lambda: None)
 
     def _alive(self) -> set[str]:
         return {d for d, daemon in self.daemons.items() if daemon.running}
@@ -272,7 +283,7 @@ class Agent:
         proxy listens), so a report of "applied" means traffic flows;
         bounded, and cut short when a daemon died meanwhile."""
         deadline = self.clock() + self.bind_wait
-        while missing := unbound(cfg, self.bound()):
+        while missing := unbound(cfg, self.host.bound()):
             if self.clock() > deadline or self._alive() != set(self.daemons):
                 log.warning("not listening after %g s: %s", self.bind_wait, missing)
                 return
@@ -353,6 +364,19 @@ class Agent:
                 _terminate(pid)
 
 
+@attrs.frozen
+class HostOps:
+    """What the agent does to the host it runs on besides its daemons (its
+    LB VM, or namespace): injected, so unit tests touch no host."""
+
+    #: Let the proxies bind the VIP where it is not held.
+    nonlocal_bind: Callable[[], None] = attrs.field(factory=lambda: allow_nonlocal_bind)
+    #: Drop the VIP before keepalived starts.
+    drop_vip: Callable[[Vrrp], None] = attrs.field(factory=lambda: drop_vip)
+    #: (protocol, port) of every bound socket.
+    bound: Callable[[], Collection[tuple[str, int]]] = attrs.field(factory=lambda: bound_ports)
+
+
 def _read(path: str) -> str | None:
     try:
         return Path(path).read_text()
@@ -360,7 +384,7 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _allow_nonlocal_bind() -> None:
+def allow_nonlocal_bind() -> None:
     """The proxies bind the VIP on the member that does not hold it."""
     try:
         Path("/proc/sys/net/ipv4/ip_nonlocal_bind").write_text("1\n")
@@ -368,16 +392,10 @@ def _allow_nonlocal_bind() -> None:
         log.warning("cannot set net.ipv4.ip_nonlocal_bind: %s", e)
 
 
-def _dropper(cfg: LbConfig) -> Callable[[], None]:
-    """Before keepalived starts: no VIP left configured by one killed hard
-    (it would be a second holder)."""
-
-    def drop() -> None:
-        if cfg.vrrp is not None:
-            argv = ["ip", "addr", "del", cfg.vrrp.vip, "dev", cfg.vrrp.interface]
-            subprocess.run(argv, capture_output=True, check=False)
-
-    return drop
+def drop_vip(vrrp: Vrrp) -> None:
+    """Remove the VIP from its interface here (if it is configured)."""
+    argv = ["ip", "addr", "del", vrrp.vip, "dev", vrrp.interface]
+    subprocess.run(argv, capture_output=True, check=False)
 
 
 def bound_ports() -> set[tuple[str, int]]:
