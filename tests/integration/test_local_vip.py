@@ -436,3 +436,57 @@ def test_a_vip_pair_behind_security_groups_still_elects_one_master(
     time.sleep(1.0)  # ten adverts later: still one (a split brain shows within one)
     assert len(holders(s, members, vip)) == 1, holders(s, members, vip)
     assert http_first_line(vip, 443) == "vm/game"
+
+
+def test_a_lost_vip_lb_member_is_re_created_without_replacing_the_lb(
+    site: Path, tmp_path: Path
+) -> None:
+    """The VIP master's VM is lost: the survivor takes the VIP; the sync
+    re-creates the lost VM, which joins as backup (document and agent),
+    while lb/root and its listeners stay as they are and the survivor
+    answers every probe throughout."""
+    path = tmp_path / "m.yaml"
+    path.write_text(vip_spec("vip-m", "10.68.0.0/24", lb_vip=True, cluster_vip=False))
+    sync(site, path)
+    s = Site(site / "local", "vip-m")
+    vip = str(record(s, "vip/root").attrs["address"])
+    members = ["vm/root.0", "vm/root.1"]
+    lb_uid = record(s, "lb/root").uid
+    listener_uids = {r.uid for r in s.records.all() if r.kind == "lb-listener"}
+    wait_until("one LB VM holds the VIP", lambda: len(holders(s, members, vip)) == 1)
+    (master,) = holders(s, members, vip)
+    (survivor,) = [m for m in members if m != master]
+
+    probe = Probe(vip, 443)
+    try:
+        wait_until("the probe answers", lambda: len(probe.ok_since(0)) >= 10)
+        lost = time.monotonic()
+        crash(s.ns(record(s, master).uid))
+        wait_until("traffic resumes", lambda: len(probe.ok_since(lost)) >= 10, timeout=10)
+        assert holders(s, [survivor], vip) == [survivor]
+        plan = json.loads(ok(cli("plan", path, "--json", state_dir=site), 2).stdout)
+        planned = {(a["op"], a["id"]) for a in plan["actions"]}
+        assert planned == {("create", master)}, planned  # the VM only: not lb/, not lb-listener/
+        healing = time.monotonic()
+        done = json.loads(ok(cli("sync", path, "--yes", "--json", state_dir=site)).stdout)
+        healed = time.monotonic()
+        wait_until("probes after the heal", lambda: len(probe.ok_since(healed + 1.0)) >= 5)
+        shots = probe.stop()
+    finally:
+        probe.kill()
+    touched = {(a["op"], a["id"]) for a in done["actions"]}
+    assert not any(rid.startswith(("lb/", "lb-listener/")) for _, rid in touched), touched
+    assert ("create", master) in touched, touched
+    during = [x for x in shots if x.t >= healing]
+    assert during and all(x.ok for x in during), [x for x in during if not x.ok][:5]
+    assert {x.who for x in during} == {"vm/game"}
+    print(
+        f"\nheal of a lost member: {healed - healing:.2f} s sync, {len(during)} probes, none failed"
+    )
+    assert record(s, "lb/root").uid == lb_uid  # the same LB, the same listeners
+    assert {r.uid for r in s.records.all() if r.kind == "lb-listener"} == listener_uids
+    assert drift(site, "vip-m") == set()
+    assert holders(s, members, vip) == [survivor]  # nopreempt: the VIP stayed
+    back = s.ns(record(s, master).uid)
+    assert {"haproxy", "keepalived"} <= comms(back), comms(back)  # run by its agent
+    assert http_first_line(vip, 443) == "vm/game"
