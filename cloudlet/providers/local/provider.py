@@ -4,8 +4,9 @@ A cloudlet's fabric (``site.py``) holds a Linux bridge per network and one
 for the external network, which the host reaches through one veth and the
 on-link route of the cloudlet's external range. A VM (``vms.py``) is a
 namespace with a veth per port, running a back-end that answers on every
-port; a load balancer's VMs (``lbs.py``) run haproxy and nginx stream from
-its listener records. Subnets, ports, VIPs, security groups and cluster
+port; a load balancer's VMs (``lbs.py``) run ``cloudlet lb-agent``, which
+runs haproxy, nginx stream and keepalived from the LB document the provider
+writes from its listener records. Subnets, ports, VIPs, security groups and cluster
 nodes are records with addresses from their CIDR; what they mean is built
 into the namespaces of the VMs that use them: a port's security groups are
 an nftables filter on its interface in its VM's namespace (``security.py``,
@@ -14,7 +15,9 @@ Neutron's semantics; a port with no group is not filtered).
 Observe reads the records (``records.py``) and checks that what each one
 describes still exists: an object whose namespace was deleted or whose
 daemon died is reported with the cloud-computed ``broken`` attribute, which
-the planner answers with a replacement.
+the planner answers with a replacement; but a VM whose namespace is gone is
+not observed at all, as a cloud's deleted server is not, so it is re-created
+on its record and what is built on it stays (``_gone``).
 
 Each kind's building lives in one module, registered in ``KINDS_BUILT``;
 this version builds the three data paths: ``no-router``, and ``router``
