@@ -20,6 +20,7 @@ its agent or a daemon, or when no member is there at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -186,6 +187,8 @@ def _stop_member(site: Site, lb: Record, member_uid: str, pid: Any) -> None:
     """SIGTERM to the agent (it stops its daemons, keepalived first), then
     whatever is left from its directory, then the directory."""
     if pid and host.alive(pid, str(site.lb_dir(lb.uid, member_uid))):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGCONT)  # a stopped (hung) agent acts on SIGTERM too
         host.kill(int(pid), grace=15.0)
     _kill_marked(site, lb, member_uid)
     shutil.rmtree(site.lb_dir(lb.uid, member_uid), ignore_errors=True)
