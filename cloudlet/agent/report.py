@@ -47,7 +47,8 @@ class DaemonState:
 @attrs.frozen
 class AgentReport:
     """``applied`` is the digest of the document the daemons run (None before
-    the first good one); ``error`` says why the newest document is not the one
+    the first good one; :func:`cloudlet.lb.document.digest` of its text);
+    ``error`` says why the newest document is not the one
     applied (it did not decode or did not validate), None when it is."""
 
     lb: str | None
@@ -56,6 +57,12 @@ class AgentReport:
     at: float
     daemons: tuple[DaemonState, ...] = ()
     listeners: tuple[ListenerStats, ...] = ()
+    #: The agent's own pid: its supervisor tells this agent's report from one
+    #: a predecessor left behind (and knows whom to SIGHUP).
+    pid: int | None = None
+    #: The digest of the newest document the agent read: ``error`` is about
+    #: that one (a writer waiting for its document tells "refused" from "not yet").
+    latest: str | None = None
 
 
 def encode(report: AgentReport) -> str:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from cloudlet import __version__
-from cloudlet.cmd import commands, fakecmd
+from cloudlet.cmd import agentcmd, commands, fakecmd
 from cloudlet.errors import CloudletError, SpecError
 
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
     fakecmd.register(sub)
+    agentcmd.register(sub)
     return p
 
 

@@ -17,6 +17,7 @@ refused rather than half understood.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -83,6 +84,12 @@ def encode(cfg: LbConfig) -> str:
     body.pop("runtime_dir")
     body["version"] = VERSION
     return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+def digest(text: str) -> str:
+    """A document's identity: what an agent reports as applied, so its writer
+    can wait for exactly the text it wrote (or a newer one it reads back)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def decode(text: str, runtime_dir: str) -> LbConfig:

@@ -161,3 +161,27 @@ def test_a_vm_namespace_deleted_under_its_backend_then_destroyed_leaves_nothing(
     ok(cli("destroy", "edge-h", "--yes", state_dir=site, timeout=120))
     assert not _alive(pid), "the back-end outlived destroy"
     assert host_state(site) == before
+
+
+def test_destroy_right_after_vm_namespaces_were_lost_leaves_the_host_as_it_was(
+    site: Path, tmp_path: Path
+) -> None:
+    """A VM whose namespace is gone is not observed (the next sync re-creates
+    it on its record), so a destroy does not see it: the provider still
+    takes down what it left and its record, and the fabric goes."""
+    path = tmp_path / "a.yaml"
+    path.write_text(spec("edge-i"))
+    before = host_state(site)
+    sync(site, path)
+    s = Site(site / "local", "edge-i")
+    for vm in (r for r in s.records.all() if r.kind == "vm"):
+        ns = s.ns(vm.uid)
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        for pid in pids.stdout.split():
+            subprocess.run(["kill", "-9", pid], check=False)
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    assert {"vm/game", "vm/chat", "vm/root.0"} <= set(status(site, "edge-i")["drift"])  # type: ignore[arg-type]
+    proc = ok(cli("destroy", "edge-i", "--yes", state_dir=site, timeout=120))
+    assert "converged" in proc.stdout, describe(proc)
+    assert s.records.all() == []
+    assert host_state(site) == before

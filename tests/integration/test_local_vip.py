@@ -319,7 +319,7 @@ def test_lb_vip_fails_over_when_the_master_lb_vm_dies(site: Path, tmp_path: Path
     finally:
         heal.kill()
     rebuilt = longest_gap(shots, healing)
-    print(f"heal sync: longest gap {rebuilt:.3f} s (not a failover: the planner rebuilds the LB)")
+    print(f"heal sync: longest gap {rebuilt:.3f} s (the lost VM is re-created; the LB stays)")
     assert drift(site, "vip-a") == set()
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert all(s.ns(record(s, m).uid) in listed for m in members)  # the lost VM is back
@@ -378,10 +378,15 @@ def test_cluster_vip_answers_and_survives_the_loss_of_a_node(site: Path, tmp_pat
 
 
 def test_a_dead_keepalived_is_broken_and_healed(site: Path, tmp_path: Path) -> None:
+    """An LB member's keepalived is its agent's to restart (test_lb_agent.py);
+    here the agent hangs first (SIGSTOP), so the dead keepalived stays dead
+    and it is the provider that sees it, as it sees a cluster node's."""
     path = tmp_path / "k.yaml"
     path.write_text(vip_spec("vip-c", "10.66.0.0/24", lb_vip=True, cluster_vip=True))
     sync(site, path)
     s = Site(site / "local", "vip-c")
+    agent = record(s, "lb/root").run["agents"][record(s, "vm/root.1").uid]
+    os.kill(int(agent), signal.SIGSTOP)
     for vm_id in ("vm/root.1", "vm/kube.worker.1"):
         ns = s.ns(record(s, vm_id).uid)
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
@@ -465,3 +470,57 @@ def test_a_cluster_vip_enabled_on_an_existing_cluster_is_served(site: Path, tmp_
     )
     assert answer.stdout.splitlines()[:1] == [holder], answer
     ok(cli("plan", path, state_dir=site), 0)
+
+
+def test_a_lost_vip_lb_member_is_re_created_without_replacing_the_lb(
+    site: Path, tmp_path: Path
+) -> None:
+    """The VIP master's VM is lost: the survivor takes the VIP; the sync
+    re-creates the lost VM, which joins as backup (document and agent),
+    while lb/root and its listeners stay as they are and the survivor
+    answers every probe throughout."""
+    path = tmp_path / "m.yaml"
+    path.write_text(vip_spec("vip-m", "10.68.0.0/24", lb_vip=True, cluster_vip=False))
+    sync(site, path)
+    s = Site(site / "local", "vip-m")
+    vip = str(record(s, "vip/root").attrs["address"])
+    members = ["vm/root.0", "vm/root.1"]
+    lb_uid = record(s, "lb/root").uid
+    listener_uids = {r.uid for r in s.records.all() if r.kind == "lb-listener"}
+    wait_until("one LB VM holds the VIP", lambda: len(holders(s, members, vip)) == 1)
+    (master,) = holders(s, members, vip)
+    (survivor,) = [m for m in members if m != master]
+
+    probe = Probe(vip, 443)
+    try:
+        wait_until("the probe answers", lambda: len(probe.ok_since(0)) >= 10)
+        lost = time.monotonic()
+        crash(s.ns(record(s, master).uid))
+        wait_until("traffic resumes", lambda: len(probe.ok_since(lost)) >= 10, timeout=10)
+        assert holders(s, [survivor], vip) == [survivor]
+        plan = json.loads(ok(cli("plan", path, "--json", state_dir=site), 2).stdout)
+        planned = {(a["op"], a["id"]) for a in plan["actions"]}
+        assert planned == {("create", master)}, planned  # the VM only: not lb/, not lb-listener/
+        healing = time.monotonic()
+        done = json.loads(ok(cli("sync", path, "--yes", "--json", state_dir=site)).stdout)
+        healed = time.monotonic()
+        wait_until("probes after the heal", lambda: len(probe.ok_since(healed + 1.0)) >= 5)
+        shots = probe.stop()
+    finally:
+        probe.kill()
+    touched = {(a["op"], a["id"]) for a in done["actions"]}
+    assert not any(rid.startswith(("lb/", "lb-listener/")) for _, rid in touched), touched
+    assert ("create", master) in touched, touched
+    during = [x for x in shots if x.t >= healing]
+    assert during and all(x.ok for x in during), [x for x in during if not x.ok][:5]
+    assert {x.who for x in during} == {"vm/game"}
+    print(
+        f"\nheal of a lost member: {healed - healing:.2f} s sync, {len(during)} probes, none failed"
+    )
+    assert record(s, "lb/root").uid == lb_uid  # the same LB, the same listeners
+    assert {r.uid for r in s.records.all() if r.kind == "lb-listener"} == listener_uids
+    assert drift(site, "vip-m") == set()
+    assert holders(s, members, vip) == [survivor]  # nopreempt: the VIP stayed
+    back = s.ns(record(s, master).uid)
+    assert {"haproxy", "keepalived"} <= comms(back), comms(back)  # run by its agent
+    assert http_first_line(vip, 443) == "vm/game"

@@ -194,3 +194,26 @@ def _first_host(cidr: str) -> str:
 
     net = ipaddress.ip_network(cidr)
     return f"{next(net.hosts())}/{net.prefixlen}"
+
+
+def in_namespace(pid: int, ns: str) -> bool:
+    """Whether ``pid`` runs inside the named namespace ``ns`` (a process left
+    in a namespace deleted and made again under the same name does not)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{ns}").st_ino
+    except OSError:
+        return False
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Every process on the host whose command line carries ``mark`` (a path
+    only the platform uses): what a namespace deleted behind our back may
+    still run, out of ``ip netns pids``' sight."""
+    found = []
+    needle = mark.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes() and not _zombie(int(entry.name)):
+                    found.append(int(entry.name))
+    return found

@@ -1,26 +1,14 @@
-"""A load balancer VM's daemons on ``local``, from its listener records:
+"""A load balancer VM's configuration on ``local``, from its listener
+records, through the LB document (``cloudlet.lb.document``) its agent reads:
 haproxy for TCP, nginx stream for UDP (haproxy has none), keepalived for
-the VIP of an LB with ``redundancy: vip`` (its instance from ``vips.py``),
-rendered by the pure ``cloudlet.lb`` functions a real LB VM's agent uses too."""
+the VIP of an LB with ``redundancy: vip`` (its instance from ``vips.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cloudlet.lb import (
-    LbConfig,
-    Vrrp,
-    daemons,
-    document,
-    haproxy_argv,
-    haproxy_config,
-    keepalived_argv,
-    keepalived_config,
-    nginx_argv,
-    nginx_stream_config,
-    runtime_paths,
-)
+from cloudlet.lb import LbConfig, Vrrp, document
 from cloudlet.providers.local.records import Record
 
 
@@ -35,22 +23,3 @@ def lb_config(
     return document.build(
         lb.id, [(r.id, r.attrs) for r in listeners], bind, backends, str(run_dir), vrrp
     )
-
-
-def lb_daemons(cfg: LbConfig) -> dict[str, list[str]]:
-    """Write the configurations under the config's runtime dir; return the
-    argv of each daemon that has work."""
-    Path(cfg.runtime_dir).mkdir(parents=True, exist_ok=True)
-    paths = runtime_paths(cfg)
-    wanted = daemons(cfg)
-    out: dict[str, list[str]] = {}
-    if "haproxy" in wanted:
-        Path(paths.haproxy_cfg).write_text(haproxy_config(cfg))
-        out["haproxy"] = list(haproxy_argv(cfg))
-    if "nginx" in wanted:
-        Path(paths.nginx_conf).write_text(nginx_stream_config(cfg))
-        out["nginx"] = list(nginx_argv(cfg))
-    if "keepalived" in wanted:
-        Path(paths.keepalived_conf).write_text(keepalived_config(cfg))
-        out["keepalived"] = list(keepalived_argv(cfg))
-    return out

@@ -1,0 +1,5 @@
+import sys
+
+from cloudlet.agent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""``--source KIND:ARGUMENT``: which reader an agent's document comes from.
+
+One table, so a cloud's reader is one line here: ``file:PATH`` on ``local``;
+OpenStack's metadata and vSphere's guestinfo add their kinds beside it. The
+argument (everything after the first colon) is the kind's own business and
+may be empty (a metadata service at its well-known address needs none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from cloudlet.agent.sources import FileSource, Source
+
+
+class SourceSpecError(ValueError):
+    """A ``--source`` that names no known kind, or a kind's bad argument."""
+
+
+def _file(argument: str) -> Source:
+    if not argument:
+        raise SourceSpecError("file: needs a path (file:/path/to/lb.json)")
+    return FileSource(Path(argument))
+
+
+#: kind -> reader from its argument; a reader refuses a bad argument with SourceSpecError.
+SOURCE_KINDS: dict[str, Callable[[str], Source]] = {
+    "file": _file,
+}
+
+
+def parse_source(spec: str) -> Source:
+    """The source ``spec`` (``KIND:ARGUMENT``, or a bare ``KIND``) names."""
+    kind, _, argument = spec.partition(":")
+    make = SOURCE_KINDS.get(kind)
+    if make is None:
+        known = ", ".join(sorted(SOURCE_KINDS))
+        raise SourceSpecError(f"--source {spec!r}: unknown kind {kind!r} (known: {known})")
+    return make(argument)
