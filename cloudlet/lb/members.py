@@ -62,11 +62,14 @@ def configs(lb_id: str, objects: Iterable[Observed]) -> dict[str, LbConfig]:
     )
     records = [(str(li.id), li.attrs) for li in listeners]
     backends = {t: internal_address(by_id, t) for li in listeners for t in refs(li, "targets")}
-    bind = bind_address(lb, by_id)
-    vip = by_id.get(str(ref(lb, "address"))) if lb.attrs.get("redundancy") == "vip" else None
+    public = fixed_public(lb, by_id)
+    bind = _address(public) or "0.0.0.0"
+    vip = public if public is not None and public.kind == "vip" else None
+    if lb.attrs.get("redundancy") != "vip":
+        vip = None
     out = {}
     for member in refs(lb, "members"):
-        vrrp = vrrp_instance(vip, member, by_id) if vip is not None and vip.kind == "vip" else None
+        vrrp = vrrp_instance(vip, member, by_id) if vip is not None else None
         out[member] = build(lb_id, records, bind, backends, _RUNTIME, vrrp)
     return out
 
@@ -86,11 +89,13 @@ def internal_address(by_id: Mapping[str, Observed], vm_id: str) -> str | None:
     return None
 
 
-def bind_address(lb: Observed, by_id: Mapping[str, Observed]) -> str:
+def fixed_public(lb: Observed, by_id: Mapping[str, Observed]) -> Observed | None:
+    """The VIP or port carrying the LB's public address: itself, or what its
+    floating IP is NAT'd to (the address the guest sees and binds)."""
     public = by_id.get(str(ref(lb, "address")))
     if public is not None and public.kind == "floating-ip":
         public = by_id.get(str(ref(public, "target")))
-    return _address(public) or "0.0.0.0"
+    return public
 
 
 def _holders(vip_id: str, by_id: Mapping[str, Observed]) -> list[tuple[str, int, str]]:
