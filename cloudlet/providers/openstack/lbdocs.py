@@ -59,13 +59,15 @@ class Documents:
                     self.remove(server)
 
     def _write(self, server: Any, text: str) -> None:
+        # By id, not the server object: the SDK's set keeps only the keys it
+        # sent in the object's metadata, and its delete then fails on any other.
         items = placement.chunk_items(text)
         metadata = server.metadata or {}
         if any(metadata.get(k) != v for k, v in items.items()):
-            self._compute.set_server_metadata(server, **items)
+            self._compute.set_server_metadata(server.id, **items)
         stale = placement.stale_keys(metadata, items)
         if stale:
-            self._compute.delete_server_metadata(server, stale)
+            self._compute.delete_server_metadata(server.id, stale)
 
     def remove(self, server: Any) -> None:
         keys = placement.document_keys(server.metadata or {})
@@ -77,7 +79,7 @@ class Documents:
         try:
             for batch in (count, chunks):
                 if batch:
-                    self._compute.delete_server_metadata(server, batch)
+                    self._compute.delete_server_metadata(server.id, batch)
         except Exception as err:
             if not is_gone(err):
                 raise

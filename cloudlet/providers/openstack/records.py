@@ -69,11 +69,13 @@ class Records:
             raise transient(f"{resource.id}: its server {host} is not there (yet)")
         items = marks.record_items(resource.id, resource.attrs, resource.deps)
         metadata = server.metadata or {}
+        # By id: the SDK's set keeps only the keys it sent in a server object's
+        # metadata, and its delete of any other key then raises KeyError.
         if any(metadata.get(k) != v for k, v in items.items()):
-            self._compute.set_server_metadata(server, **items)
+            self._compute.set_server_metadata(server.id, **items)
         stale = [k for k in marks.record_keys(metadata, resource.id) if k not in items]
         if stale:
-            self._compute.delete_server_metadata(server, stale)
+            self._compute.delete_server_metadata(server.id, stale)
         self._lb_changed(snap.owner, resource.id, resource.deps, former or {})
         uid = f"{server.id}/{resource.id}"
         return Observed(uid, resource.id, resource.kind, resource.attrs, resource.deps)
@@ -97,7 +99,7 @@ class Records:
         keys = marks.record_keys(server.metadata or {}, current.id) if server is not None else []
         try:
             if keys:
-                self._compute.delete_server_metadata(server, keys)
+                self._compute.delete_server_metadata(server_id, keys)
         except Exception as err:
             if not is_gone(err):
                 raise
