@@ -43,7 +43,7 @@ class OpenstackProvider:
                 self._catalog = Catalog(conn)
                 self._neutron = Neutron(conn)
                 self._servers = Servers(conn, self._catalog, self.config.build_timeout)
-                self._records = Records(conn)
+                self._records = Records(conn, self.snapshot)
                 self._conn = conn
             return self._conn
 

@@ -5,16 +5,21 @@ listeners live on the LB's first VM (``vm/<lb>.0``), which is where an LB
 image would read them. A record's uid is ``<server uuid>/<engine id>``, so
 when its server is deleted the record goes with it and is observed missing,
 and the planner makes it again once the server is back.
+
+Every change to an LB's records also rewrites each member VM's own LB
+document, resolved to addresses (``lbdocs.py``): what the LB agent reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from cloudlet.model.kinds import refs
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.openstack import marks
 from cloudlet.providers.openstack.faults import is_gone, permanent, transient
+from cloudlet.providers.openstack.lbdocs import Documents
 from cloudlet.providers.openstack.snapshot import Snapshot
 
 KINDS = ("k8s-node", "lb", "lb-listener")
@@ -45,21 +50,33 @@ def _records(snap: Snapshot) -> list[tuple[str, str]]:
 
 
 class Records:
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, snapshot: Callable[[str], Snapshot]) -> None:
         self._compute = conn.compute
+        self._documents = Documents(conn, snapshot)
 
-    def put(self, resource: Resource, snap: Snapshot) -> Observed:
+    def _lb_changed(self, owner: str, rid: str, deps: tuple[str, ...], former: Any) -> None:
+        """Re-write the documents of the LB that ``rid`` (an lb or a listener) is part of."""
+        kind, _, _ = rid.partition("/")
+        lb = rid if kind == "lb" else next((d for d in deps if d.startswith("lb/")), None)
+        if kind in ("lb", "lb-listener") and lb is not None:
+            self._documents.refresh(owner, lb, refs(former, "members") if kind == "lb" else ())
+
+    def put(self, resource: Resource, snap: Snapshot, former: Observed | None = None) -> Observed:
+        """Write ``resource``'s record; ``former``: what it replaces (an update's current)."""
         host = host_of(resource, snap)
         server = snap.server(host)
         if server is None:
             raise transient(f"{resource.id}: its server {host} is not there (yet)")
         items = marks.record_items(resource.id, resource.attrs, resource.deps)
         metadata = server.metadata or {}
+        # By id: the SDK's set keeps only the keys it sent in a server object's
+        # metadata, and its delete of any other key then raises KeyError.
         if any(metadata.get(k) != v for k, v in items.items()):
-            self._compute.set_server_metadata(server, **items)
+            self._compute.set_server_metadata(server.id, **items)
         stale = [k for k in marks.record_keys(metadata, resource.id) if k not in items]
         if stale:
-            self._compute.delete_server_metadata(server, stale)
+            self._compute.delete_server_metadata(server.id, stale)
+        self._lb_changed(snap.owner, resource.id, resource.deps, former or {})
         uid = f"{server.id}/{resource.id}"
         return Observed(uid, resource.id, resource.kind, resource.attrs, resource.deps)
 
@@ -69,7 +86,7 @@ class Records:
             rid for uid, rid in _records(snap) if uid == server_id
         }:
             raise permanent(f"{resource.id}: not found (uid {current.uid})")
-        made = self.put(resource, snap)
+        made = self.put(resource, snap, current)
         if made.uid != current.uid:
             self.delete(current, snap)
         return made
@@ -77,13 +94,13 @@ class Records:
     def delete(self, current: Observed, snap: Snapshot) -> None:
         server_id = current.uid.partition("/")[0]
         server = next((s for s in snap.servers if s.id == server_id), None)
-        if server is None or current.id is None:
+        if current.id is None:
             return
-        keys = marks.record_keys(server.metadata or {}, current.id)
-        if not keys:
-            return
+        keys = marks.record_keys(server.metadata or {}, current.id) if server is not None else []
         try:
-            self._compute.delete_server_metadata(server, keys)
+            if keys:
+                self._compute.delete_server_metadata(server_id, keys)
         except Exception as err:
             if not is_gone(err):
                 raise
+        self._lb_changed(snap.owner, current.id, current.deps, current)

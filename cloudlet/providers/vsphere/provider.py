@@ -90,7 +90,7 @@ class VsphereProvider:
         elif current.kind == "vm":
             self._vms.delete(current)
         else:
-            self._records.delete(current)
+            self._records.delete(owner, current)
         seen = (i.observed.uid for i in snap.items)
         if snap.folder is not None and self._folders.all_gone(owner, current.uid, seen):
             self._folders.remove_if_empty(owner, snap.folder)

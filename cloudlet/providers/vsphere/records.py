@@ -8,25 +8,48 @@ attributes. A folder name is unique in its parent, which makes creating one
 idempotent, and the tags make it found again after a crash. What they stand
 for happens elsewhere: a port becomes a NIC with a static address when its
 VM is built; the rest is configuration the guests (LB and Kubernetes
-images) read, since the vSphere API has nothing to enforce it.
+images) read, since the vSphere API has nothing to enforce it. Every change
+to an LB's records also rewrites each member VM's own LB document, resolved
+to addresses, in its ``guestinfo`` (``lbdocs.py``): what the LB agent reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from cloudlet.model.kinds import ADDRESSED, immutable_refusal, with_computed
+from cloudlet.model.kinds import ADDRESSED, immutable_refusal, refs, with_computed
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.vsphere import fields, names
+from cloudlet.providers.vsphere.addresses import Addresses
 from cloudlet.providers.vsphere.faults import is_gone, permanent
+from cloudlet.providers.vsphere.folders import OwnerFolders
 from cloudlet.providers.vsphere.handler import FolderKindHandler
 from cloudlet.providers.vsphere.inventory import find_child, read
+from cloudlet.providers.vsphere.lbdocs import Documents
 from cloudlet.providers.vsphere.sdk import vim
-from cloudlet.providers.vsphere.session import decode_record, encode_record
+from cloudlet.providers.vsphere.session import Session, decode_record, encode_record
 from cloudlet.providers.vsphere.snapshot import Snapshot
 
 
 class Records(FolderKindHandler):
+    def __init__(
+        self,
+        session: Session,
+        folders: OwnerFolders,
+        addresses: Addresses,
+        snapshot: Callable[..., Snapshot],
+    ) -> None:
+        super().__init__(session, folders, addresses, snapshot)
+        self._documents = Documents(session, snapshot)
+
+    def _lb_changed(self, owner: str, rid: str | None, deps: Any, former: Any) -> None:
+        """Re-write the documents of the LB that ``rid`` (an lb or a listener) is part of."""
+        kind = (rid or "").partition("/")[0]
+        lb = rid if kind == "lb" else next((d for d in deps if d.startswith("lb/")), None)
+        if kind in ("lb", "lb-listener") and lb is not None:
+            self._documents.refresh(owner, lb, refs(former, "members") if kind == "lb" else ())
+
     def _read(self, ref: Any) -> tuple[dict[str, str], tuple[dict[str, Any], list[str]] | None]:
         tags = self._session.fields.decode(
             read(self._session.content, ref, ["customValue"]).get("customValue")
@@ -35,7 +58,9 @@ class Records(FolderKindHandler):
 
     def create(self, owner: str, resource: Resource) -> Observed:
         if resource.kind not in ADDRESSED:
-            return self._create(owner, resource, None)
+            made = self._create(owner, resource, None)
+            self._lb_changed(owner, resource.id, resource.deps, {})
+            return made
         with self._addresses.pool_lock(owner, resource):
             return self._create(owner, resource, self._snapshot(owner, vms=False, portgroups=False))
 
@@ -85,12 +110,14 @@ class Records(FolderKindHandler):
             raise permanent(refusal)
         values = with_computed(resource.kind, resource.attrs, old)
         self._session.set_record(ref, encode_record(values, resource.deps))
+        self._lb_changed(owner, resource.id, resource.deps, old)
         return Observed(current.uid, resource.id, resource.kind, values, resource.deps)
 
-    def delete(self, current: Observed) -> None:
+    def delete(self, owner: str, current: Observed) -> None:
         ref = vim.Folder(current.uid, self._session.stub)
         try:
             self._session.wait(ref.Destroy_Task(), f"{current.id}: delete")
         except Exception as err:
             if not is_gone(err):
                 raise
+        self._lb_changed(owner, current.id, current.deps, current)

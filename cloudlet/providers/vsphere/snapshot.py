@@ -99,6 +99,7 @@ def decode_vm(session: Session, owner: str, ref: Any, props: dict[str, Any]) -> 
     facts: dict[str, Any] = {
         "networks": [n._moId for n in props.get("network") or ()],
         "power": props.get("runtime.powerState"),
+        "lb": extra.get("lb"),  # the LB document of a member VM (``lbdocs.py``)
     }
     if extra.get("owner") != owner or not extra.get("id"):
         return Item(_untagged(ref, "", "vm").observed, ref, facts)
