@@ -39,6 +39,7 @@ from typing import Any
 import attrs
 
 from cloudlet.agent import report as reports
+from cloudlet.agent import stats
 from cloudlet.agent.daemons import START_ORDER, STOP_ORDER, Clock, Daemon, Spawn, popen
 from cloudlet.agent.report import AgentReport, DaemonState, ListenerStats
 from cloudlet.agent.sources import Source, SourceError
@@ -143,11 +144,8 @@ def unbound(cfg: LbConfig, bound: Collection[tuple[str, int]]) -> list[tuple[str
 
 
 def _listener_stats(cfg: LbConfig | None) -> tuple[ListenerStats, ...]:
-    """THE ONE PLACE the per-listener statistics come from: none yet.
-
-    To be wired to ``cloudlet.agent.stats.collect(cfg)`` (another change
-    writes it); until then the report's ``listeners`` is empty."""
-    return ()
+    """The per-listener figures of what runs (``cloudlet.agent.stats``); none before a config."""
+    return () if cfg is None else stats.collect(cfg)
 
 
 # -- the shell -------------------------------------------------------------------------

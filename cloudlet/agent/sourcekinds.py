@@ -1,7 +1,7 @@
 """``--source KIND:ARGUMENT``: which reader an agent's document comes from.
 
-One table, so a cloud's reader is one line here: ``file:PATH`` on ``local``;
-OpenStack's metadata and vSphere's guestinfo add their kinds beside it. The
+One table, so a cloud's reader is one line here: ``file:PATH`` on ``local``,
+``openstack[:URL|PATH]`` for Nova's metadata, ``vsphere[:COMMAND]`` for guestinfo. The
 argument (everything after the first colon) is the kind's own business and
 may be empty (a metadata service at its well-known address needs none).
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from cloudlet.agent.openstack_source import METADATA_URL, OpenstackSource
 from cloudlet.agent.sources import FileSource, Source
+from cloudlet.agent.vsphere_source import VsphereSource
 
 
 class SourceSpecError(ValueError):
@@ -24,9 +26,22 @@ def _file(argument: str) -> Source:
     return FileSource(Path(argument))
 
 
+def _openstack(argument: str) -> Source:
+    """``openstack`` (the metadata service), ``openstack:URL``, or
+    ``openstack:PATH`` (a meta_data.json or a config drive's mount point)."""
+    return OpenstackSource(argument or METADATA_URL)
+
+
+def _vsphere(argument: str) -> Source:
+    """``vsphere`` (``vmware-rpctool``) or ``vsphere:COMMAND`` (e.g. ``vmtoolsd --cmd``)."""
+    return VsphereSource(tuple(argument.split()) or ("vmware-rpctool",))
+
+
 #: kind -> reader from its argument; a reader refuses a bad argument with SourceSpecError.
 SOURCE_KINDS: dict[str, Callable[[str], Source]] = {
     "file": _file,
+    "openstack": _openstack,
+    "vsphere": _vsphere,
 }
 
 

@@ -26,6 +26,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 def build(site: Site, vm: Record) -> None:
     ns = site.ns(vm.uid)
+    if ns not in host.namespaces():  # re-made on its record: what its lost namespace ran goes
+        _kill_backend(site, vm)
+        vips.stop_node(site, vm)
     host.ensure_namespace(ns)
     _links(site, vm, ns)
     routers.vm_routes(site, vm)
