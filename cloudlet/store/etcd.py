@@ -73,6 +73,7 @@ from cloudlet.store.base import (
     Fences,
     HeldLock,
     Store,
+    conflict,
     fence_list,
     fenced_out,
 )
@@ -226,7 +227,7 @@ class EtcdStore:
             if now != fence.revision:
                 return fenced_out(fence, now)
         actual = int(found[0].mod_revision) if found[0] is not None else 0
-        return _conflict(key, expected if expected is not None else -1, actual)
+        return conflict(key, expected if expected is not None else -1, actual)
 
     def list(self, prefix: str) -> list[Entry]:
         start = self._kv + (prefix or "/")
@@ -424,15 +425,6 @@ def _range(client: Client, start: bytes, end: bytes, strip: int) -> list[Entry]:
 def _unchanged(t: Any, full: str, expected: int) -> Any:
     """The CAS condition: absent (no create revision) or unmodified since."""
     return t.create(full) == 0 if expected == 0 else t.mod(full) == expected
-
-
-def _conflict(key: str, expected: int, actual: int) -> ConflictError:
-    found = "absent" if actual == 0 else f"at revision {actual}"
-    wanted = "absent" if expected == 0 else f"at revision {expected}"
-    return ConflictError(
-        f"conflict on key {key!r}: expected it {wanted} but it is {found} "
-        f"(expected revision {expected}, actual revision {actual})"
-    )
 
 
 def _lock_timeout(name: str, timeout: float, raw: bytes) -> LockTimeout:

@@ -31,9 +31,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from cloudlet.errors import ConflictError, LockTimeout
+from cloudlet.errors import LockTimeout
 from cloudlet.sqlitefile import ThreadConnections
-from cloudlet.store.base import Entry, Fences, HeldLock, fence_list, fenced_out
+from cloudlet.store.base import Entry, Fences, HeldLock, conflict, fence_list, fenced_out
 
 STATE_DB = "state.db"
 LOCK_DIR = "locks"
@@ -224,14 +224,8 @@ def _check_fences(conn: sqlite3.Connection, fence: Fences | None) -> None:
 
 def _check_expectation(key: str, expected: int | None, actual: int) -> None:
     """Raise when a CAS expectation fails; ``actual`` is 0 for an absent key."""
-    if expected is None or expected == actual:
-        return
-    found = "absent" if actual == 0 else f"at revision {actual}"
-    wanted = "absent" if expected == 0 else f"at revision {expected}"
-    raise ConflictError(
-        f"conflict on key {key!r}: expected it {wanted} but it is {found} "
-        f"(expected revision {expected}, actual revision {actual})"
-    )
+    if expected is not None and expected != actual:
+        raise conflict(key, expected, actual)
 
 
 def lock_path(lock_dir: Path, name: str) -> Path:
