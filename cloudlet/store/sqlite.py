@@ -25,9 +25,9 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -37,7 +37,6 @@ from cloudlet.store.base import Entry, Fences, HeldLock, conflict, fence_list, f
 
 STATE_DB = "state.db"
 LOCK_DIR = "locks"
-BUSY_TIMEOUT_S = 30.0
 LOCK_POLL_S = 0.02
 
 _SCHEMA = """
@@ -65,10 +64,7 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock_dir = self.path.parent / LOCK_DIR
-        self._connections = ThreadConnections(self.path, BUSY_TIMEOUT_S)
-        # Threads of one process queue here rather than in SQLite's busy
-        # handler, whose back-off sleeps up to 100 ms and wrecks throughput.
-        self._writer = threading.Lock()
+        self._connections = ThreadConnections(self.path)
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._init_schema()
@@ -86,18 +82,9 @@ class SqliteStore:
                 if statement.strip():
                     conn.execute(statement)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding SQLite's write lock from the start."""
-        conn = self._conn()
-        with self._writer:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        self._conn()  # refused once closed
+        return self._connections.write()
 
     # -- the Store protocol ------------------------------------------------
 
