@@ -3,11 +3,9 @@
 It exists so that ``cloudlet sync`` works on a single machine with no server.
 Several CLI processes and a daemon may share one state directory, so:
 
-- every thread gets its own connection (sqlite3 connections must not be
-  shared between threads), in WAL mode so readers never block the writer;
-- writes run under ``BEGIN IMMEDIATE``, which takes SQLite's write lock up
-  front, so a read-check-write (compare-and-swap) cannot interleave with
-  another writer; ``busy_timeout`` makes contenders wait instead of failing;
+- connections and write transactions are ``cloudlet.sqlitefile``'s: one
+  connection per thread in WAL mode, writes under ``BEGIN IMMEDIATE``, so a
+  read-check-write (compare-and-swap) cannot interleave with another writer;
 - like etcd, one global revision counter is bumped by every successful write,
   and each key remembers the revision that created it and the one that last
   changed it, so CAS callers can say "only if nobody wrote since I read".

@@ -1,10 +1,5 @@
-"""The fake cloud's SQLite file, shared by every process and thread using it.
-
-Several CLI runs, the daemon and test subprocesses open the same file at
-once, so: WAL (readers never block the writer), a connection per thread,
-``BEGIN IMMEDIATE`` for every write (no lock upgrades, so no deadlocks) and a
-generous busy timeout for the waits between processes.
-"""
+"""The fake cloud's SQLite file, which CLI runs, the daemon and test
+subprocesses open at once (so it is opened as ``cloudlet.sqlitefile`` says)."""
 
 from __future__ import annotations
 
