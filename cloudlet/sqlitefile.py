@@ -6,13 +6,36 @@ the layers (like ``errors``) so that neither has to import the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 30.0
+
+# Threads of one process queue for a file's write lock on a Python lock rather
+# than in SQLite's busy handler, whose sleeps (up to 100 ms each) would
+# throttle a busy thread pool; other processes still wait in SQLite's.
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writer(path: str) -> threading.Lock:
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(path, threading.Lock())
+
+
+def _forget_writers_after_fork() -> None:
+    """A lock some other thread held at fork time would never be released."""
+    global _WRITERS_GUARD
+    _WRITERS_GUARD = threading.Lock()
+    _WRITERS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_writers_after_fork)
 
 
 def connect_shared(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
@@ -64,6 +87,7 @@ class ThreadConnections:
         self._conns: dict[threading.Thread, sqlite3.Connection] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._file = str(path.resolve())  # one writer lock per file, however it is spelt
 
     def get(self) -> sqlite3.Connection:
         local = self._local
@@ -79,6 +103,27 @@ class ThreadConnections:
             self._conns[threading.current_thread()] = conn
         local.conn, local.pid = conn, os.getpid()
         return conn
+
+    @contextlib.contextmanager
+    def write(
+        self, commit_on: tuple[type[BaseException], ...] = ()
+    ) -> Iterator[sqlite3.Connection]:
+        """A write transaction on this thread's connection that holds SQLite's
+        write lock from the start (``BEGIN IMMEDIATE``: no lock upgrade, so no
+        deadlock, and a read-check-write cannot interleave with another
+        writer). ``commit_on``: errors that still commit what came before."""
+        conn = self.get()
+        with _writer(self._file):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except commit_on:
+                conn.execute("COMMIT")
+                raise
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def count(self) -> int:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Desired-state revisions: get, history (with diffs) and rollback."""
+"""Desired-state revisions: get, history (with diffs), rollback, and export as Heat."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.engine.desired import store_desired
 from cloudlet.errors import NotFound
 from cloudlet.model.codec import structure
+from cloudlet.model.expand import expand
+from cloudlet.model.load import load_file
+from cloudlet.providers.openstack.heat import render_heat
 
 
 def as_yaml(document: dict[str, Any]) -> str:
@@ -69,9 +72,21 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cloudlet.cmd.export import export_heat
-
-    return export_heat(args)
+    """The file's cloudlets as Heat templates, with the ports the store allocated."""
+    cloudlets = load_file(args.file)
+    texts = []
+    with Context.from_args(args.state_dir, args.etcd) as ctx:
+        for c in cloudlets:
+            expansion = expand(c, ctx.repo.get_ports(c.name))
+            template = render_heat(expansion, c.spec.platform.external_network or "public")
+            texts.append(yaml.safe_dump(template, sort_keys=False))
+    text = "---\n".join(texts)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return 0
 
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]

@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from cloudlet.errors import FencedOut
+from cloudlet.errors import ConflictError, FencedOut
 
 
 @attrs.frozen
@@ -72,6 +72,17 @@ def fenced_out(fence: Fence, actual: int) -> FencedOut:
     return FencedOut(
         f"fenced out: {fence.key!r} is at revision {actual}, not {fence.revision}; "
         "another replica owns this cloudlet now"
+    )
+
+
+def conflict(key: str, expected: int, actual: int) -> ConflictError:
+    """The error for a write that expected ``key`` at revision ``expected``
+    and found it at ``actual`` (0: absent), worded alike by every store."""
+    found = "absent" if actual == 0 else f"at revision {actual}"
+    wanted = "absent" if expected == 0 else f"at revision {expected}"
+    return ConflictError(
+        f"conflict on key {key!r}: expected it {wanted} but it is {found} "
+        f"(expected revision {expected}, actual revision {actual})"
     )
 
 

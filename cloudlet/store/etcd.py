@@ -35,18 +35,15 @@ SIGKILL releases within the lease TTL. Waiters poll briefly instead of
 watching: a watch breaks on every etcd restart, and a poll of at most
 ``LOCK_POLL_MAX_S`` costs one small read.
 
-A living holder can lose its lock too: frozen (SIGSTOP, a VM paused) or cut
-off from etcd for longer than the TTL, its lease expires and another process
-takes the lock. So the lock yields a ``HeldLock``: its ``lost`` event is set
-as soon as the keepalive learns the lease expired, or has not renewed it for
-a whole TTL (then it must be presumed expired); and its fence is the lock
-key's create revision, which a taker's re-created key changes, so writes
-fenced on it cannot land after the lock changed hands, even in the moment
-before the holder notices. That fence names the lock (``Fence.lock``), and
-``put`` compares ``PREFIX/locks/<quoted name>`` for it: the lock record stays
-out of the store key space, where any listing or watch would see it and an
-ordinary write could clobber it, and the layout stays the one every running
-process uses, so old and new processes still exclude each other.
+A living holder can lose its lock too, frozen or cut off past the TTL
+(``_KeepAlive`` then sets ``HeldLock.lost``). Its fence is the lock key's
+create revision, which a taker's re-created key changes, so writes fenced on
+it cannot land after the lock changed hands, even before the holder notices.
+That fence names the lock (``Fence.lock``) and ``put`` compares
+``PREFIX/locks/<quoted name>`` for it: the lock record stays out of the store
+key space, where any listing or watch would see it and an ordinary write
+could clobber it, and the layout stays the one every running process uses,
+so old and new processes still exclude each other.
 """
 
 from __future__ import annotations
@@ -73,6 +70,7 @@ from cloudlet.store.base import (
     Fences,
     HeldLock,
     Store,
+    conflict,
     fence_list,
     fenced_out,
 )
@@ -226,7 +224,7 @@ class EtcdStore:
             if now != fence.revision:
                 return fenced_out(fence, now)
         actual = int(found[0].mod_revision) if found[0] is not None else 0
-        return _conflict(key, expected if expected is not None else -1, actual)
+        return conflict(key, expected if expected is not None else -1, actual)
 
     def list(self, prefix: str) -> list[Entry]:
         start = self._kv + (prefix or "/")
@@ -424,15 +422,6 @@ def _range(client: Client, start: bytes, end: bytes, strip: int) -> list[Entry]:
 def _unchanged(t: Any, full: str, expected: int) -> Any:
     """The CAS condition: absent (no create revision) or unmodified since."""
     return t.create(full) == 0 if expected == 0 else t.mod(full) == expected
-
-
-def _conflict(key: str, expected: int, actual: int) -> ConflictError:
-    found = "absent" if actual == 0 else f"at revision {actual}"
-    wanted = "absent" if expected == 0 else f"at revision {expected}"
-    return ConflictError(
-        f"conflict on key {key!r}: expected it {wanted} but it is {found} "
-        f"(expected revision {expected}, actual revision {actual})"
-    )
 
 
 def _lock_timeout(name: str, timeout: float, raw: bytes) -> LockTimeout:

@@ -274,6 +274,7 @@ class EtcdConnection:
 
 
 def _details(exc: BaseException) -> str:
+    """One line: gRPC's details rather than its multi-line repr."""
     details = getattr(exc, "details", None)
     text = details() if callable(details) else str(exc)
     return " ".join(str(text or exc.__class__.__name__).split())

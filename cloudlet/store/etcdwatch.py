@@ -89,13 +89,13 @@ class _Failures:
         self.count += 1
         now = time.monotonic()
         if self.warned_at is not None and now - self.warned_at < WARN_EVERY_S:
-            log.debug("%s: failed again (%s)", self.what, _describe(err))
+            log.debug("%s: failed again (%s)", self.what, _details(err))
             return
         self.warned_at, self.unresolved = now, True
         log.warning(
             "%s failed (%s); retrying from revision %d with back-off (%d failure%s in a row)",
             self.what,
-            _describe(err),
+            _details(err),
             following,
             self.count,
             "" if self.count == 1 else "s",
@@ -105,11 +105,6 @@ class _Failures:
         if self.unresolved:
             log.info("%s resumed after %d failed attempts", self.what, self.count)
         self.count, self.unresolved = 0, False
-
-
-def _describe(err: Exception) -> str:
-    """One line: gRPC's details rather than its multi-line repr."""
-    return _details(err)
 
 
 def _stream(
@@ -131,7 +126,7 @@ def _stream(
     except etcd_errors.RevisionCompactedError:
         raise
     except Exception as err:
-        raise _StreamBroken(_describe(err)) from None
+        raise _StreamBroken(_details(err)) from None
     opened()
     try:
         yield from _drain(responses, stop, kv)
@@ -160,7 +155,7 @@ def _drain(responses: queue.Queue[object], stop: threading.Event, kv: str) -> It
         if item is None or isinstance(item, Exception):
             if isinstance(item, etcd_errors.RevisionCompactedError):
                 raise item
-            raise _StreamBroken("the stream ended" if item is None else _describe(item))
+            raise _StreamBroken("the stream ended" if item is None else _details(item))
         for event in getattr(item, "events", ()):
             key = event.key.decode()[len(kv) :]
             value = None if isinstance(event, DeleteEvent) else bytes(event.value)

@@ -3,11 +3,9 @@
 It exists so that ``cloudlet sync`` works on a single machine with no server.
 Several CLI processes and a daemon may share one state directory, so:
 
-- every thread gets its own connection (sqlite3 connections must not be
-  shared between threads), in WAL mode so readers never block the writer;
-- writes run under ``BEGIN IMMEDIATE``, which takes SQLite's write lock up
-  front, so a read-check-write (compare-and-swap) cannot interleave with
-  another writer; ``busy_timeout`` makes contenders wait instead of failing;
+- connections and write transactions are ``cloudlet.sqlitefile``'s: one
+  connection per thread in WAL mode, writes under ``BEGIN IMMEDIATE``, so a
+  read-check-write (compare-and-swap) cannot interleave with another writer;
 - like etcd, one global revision counter is bumped by every successful write,
   and each key remembers the revision that created it and the one that last
   changed it, so CAS callers can say "only if nobody wrote since I read".
@@ -25,19 +23,18 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import quote
 
-from cloudlet.errors import ConflictError, LockTimeout
+from cloudlet.errors import LockTimeout
 from cloudlet.sqlitefile import ThreadConnections
-from cloudlet.store.base import Entry, Fences, HeldLock, fence_list, fenced_out
+from cloudlet.store.base import Entry, Fences, HeldLock, conflict, fence_list, fenced_out
 
 STATE_DB = "state.db"
 LOCK_DIR = "locks"
-BUSY_TIMEOUT_S = 30.0
 LOCK_POLL_S = 0.02
 
 _SCHEMA = """
@@ -65,10 +62,7 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.lock_dir = self.path.parent / LOCK_DIR
-        self._connections = ThreadConnections(self.path, BUSY_TIMEOUT_S)
-        # Threads of one process queue here rather than in SQLite's busy
-        # handler, whose back-off sleeps up to 100 ms and wrecks throughput.
-        self._writer = threading.Lock()
+        self._connections = ThreadConnections(self.path)
         self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._init_schema()
@@ -86,18 +80,9 @@ class SqliteStore:
                 if statement.strip():
                     conn.execute(statement)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding SQLite's write lock from the start."""
-        conn = self._conn()
-        with self._writer:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        self._conn()  # refused once closed
+        return self._connections.write()
 
     # -- the Store protocol ------------------------------------------------
 
@@ -224,14 +209,8 @@ def _check_fences(conn: sqlite3.Connection, fence: Fences | None) -> None:
 
 def _check_expectation(key: str, expected: int | None, actual: int) -> None:
     """Raise when a CAS expectation fails; ``actual`` is 0 for an absent key."""
-    if expected is None or expected == actual:
-        return
-    found = "absent" if actual == 0 else f"at revision {actual}"
-    wanted = "absent" if expected == 0 else f"at revision {expected}"
-    raise ConflictError(
-        f"conflict on key {key!r}: expected it {wanted} but it is {found} "
-        f"(expected revision {expected}, actual revision {actual})"
-    )
+    if expected is not None and expected != actual:
+        raise conflict(key, expected, actual)
 
 
 def lock_path(lock_dir: Path, name: str) -> Path:

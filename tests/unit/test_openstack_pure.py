@@ -48,8 +48,6 @@ def test_tags_name_owner_id_and_deps() -> None:
         ("security-group/web", "subnet/internal"),
     )
     assert marks.parse_tags(["other"]) == (None, None, ())
-    assert marks.id_from_name("edge-1", "edge-1:port/web") == "port/web"
-    assert marks.id_from_name("edge-1", "edge-10:port/web") is None
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,8 @@ what a real orchestrator refuses (a port on a missing subnet, deleting a
 network a subnet still uses), allocates addresses, and is slow and flaky on
 request. The engine must get ordering, idempotency and retries right to
 converge on it, and every refusal it provokes is kept in ``violations`` so a
-test can assert that a sync provoked none.
-
-One database is shared by every process using a state directory (CLI runs,
-the daemon, test subprocesses), so writes are ``BEGIN IMMEDIATE``
-transactions and each thread has its own connection.
+test can assert that a sync provoked none. Its state is one database per
+state directory (``db``), shared by every process using that directory.
 """
 
 from __future__ import annotations

@@ -1,24 +1,14 @@
-"""The fake cloud's SQLite file, shared by every process and thread using it.
-
-Several CLI runs, the daemon and test subprocesses open the same file at
-once, so: WAL (readers never block the writer), a connection per thread,
-``BEGIN IMMEDIATE`` for every write (no lock upgrades, so no deadlocks) and a
-generous busy timeout for the waits between processes.
-"""
+"""The fake cloud's SQLite file, which CLI runs, the daemon and test
+subprocesses open at once (so it is opened as ``cloudlet.sqlitefile`` says)."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from cloudlet.errors import ProviderError
 from cloudlet.sqlitefile import ThreadConnections
-
-BUSY_TIMEOUT_MS = 30_000
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -56,33 +46,12 @@ CREATE TABLE IF NOT EXISTS draws (seed TEXT PRIMARY KEY, n INTEGER NOT NULL);
 COMMIT;
 """
 
-# Threads of one process queue on a Python lock rather than on SQLite's busy
-# handler, whose sleeps (up to 100 ms each) would throttle a busy thread pool.
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def _process_lock(path: str) -> threading.Lock:
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(path, threading.Lock())
-
-
-def _forget_locks_after_fork() -> None:
-    """A lock some other thread held at fork time would never be released."""
-    global _LOCKS_GUARD
-    _LOCKS_GUARD = threading.Lock()
-    _LOCKS.clear()
-
-
-os.register_at_fork(after_in_child=_forget_locks_after_fork)
-
 
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_key = str(path.resolve())  # one lock per file, however it is spelt
-        self._conns = ThreadConnections(path, BUSY_TIMEOUT_MS / 1000)
+        self._conns = ThreadConnections(path)
         self.conn().executescript(SCHEMA)
 
     def conn(self) -> sqlite3.Connection:
@@ -94,25 +63,14 @@ class Database:
                 f"fake cloud: cannot open its database: {err}", transient=True
             ) from err
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction; a ``ProviderError`` raised inside still commits.
 
         A refusal is an answer the cloud gave: its call count and violation
         record must survive it.
         """
-        conn = self.conn()
-        with _process_lock(self._lock_key):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except ProviderError:
-                conn.execute("COMMIT")
-                raise
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        self.conn()  # a ProviderError if the file cannot be opened
+        return self._conns.write(commit_on=(ProviderError,))
 
     def close(self) -> None:
         self._conns.close_all()

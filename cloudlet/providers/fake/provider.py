@@ -9,9 +9,8 @@ provider instance after a crash finds everything again.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.fake.cloud import FakeCloud
@@ -19,24 +18,9 @@ from cloudlet.providers.fake.rules import disk_shrink
 
 
 class FakeProvider:
-    def __init__(
-        self,
-        state_dir: Path | str,
-        *,
-        latency_ms: float = 0,
-        jitter_ms: float = 0,
-        failure_rate: float = 0.0,
-        seed: int = 0,
-        sleep: Callable[[float], object] = time.sleep,
-    ) -> None:
-        self.cloud = FakeCloud.for_state_dir(
-            state_dir,
-            latency_ms=latency_ms,
-            jitter_ms=jitter_ms,
-            failure_rate=failure_rate,
-            seed=seed,
-            sleep=sleep,
-        )
+    def __init__(self, state_dir: Path | str, **knobs: Any) -> None:
+        """``knobs``: the simulated cloud's latency and faults (see ``FakeCloud``)."""
+        self.cloud = FakeCloud.for_state_dir(state_dir, **knobs)
 
     def observe(self, owner: str) -> list[Observed]:
         return self.cloud.observe(owner)

@@ -18,8 +18,10 @@ from cloudlet.model.expand import Expansion
 from cloudlet.model.kinds import is_external, refs
 from cloudlet.model.resources import Resource
 from cloudlet.providers.openstack import marks
+from cloudlet.providers.openstack.rules import rule_fields
 
 HEAT_VERSION = "2018-08-31"
+DEFAULT_ETHERTYPE = ("ethertype", "IPv4")
 
 
 def heat_name(rid: str) -> str:
@@ -64,19 +66,15 @@ def _port(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
 
 
 def _rules(r: Resource) -> list[dict[str, Any]]:
-    rules = []
-    for text in refs(r, "rules"):
-        direction, protocol, ports, remote = str(text).split(" ")
-        rule: dict[str, Any] = {"direction": direction, "remote_ip_prefix": remote}
-        if ":" in remote:
-            rule["ethertype"] = "IPv6"
-        if protocol != "any":
-            rule["protocol"] = protocol
-        if ports != "-":
-            low, _, high = ports.partition("-")
-            rule["port_range_min"], rule["port_range_max"] = int(low), int(high or low)
-        rules.append(rule)
-    return rules
+    """Each rule's Neutron fields, less what Heat defaults (IPv4, any protocol, all ports)."""
+    return [
+        {
+            k: v
+            for k, v in rule_fields(text).items()
+            if v is not None and (k, v) != DEFAULT_ETHERTYPE
+        }
+        for text in refs(r, "rules")
+    ]
 
 
 def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:

@@ -58,11 +58,6 @@ def parse_tags(tags: Iterable[str]) -> tuple[str | None, str | None, tuple[str, 
     return owner, rid, tuple(sorted(deps))
 
 
-def id_from_name(owner: str, name: str | None) -> str | None:
-    prefix = f"{owner}:"
-    return name[len(prefix) :] if name and name.startswith(prefix) else None
-
-
 def server_metadata(
     owner: str, rid: str, ports: tuple[str, ...], deps: Iterable[str]
 ) -> dict[str, str]:

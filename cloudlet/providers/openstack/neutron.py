@@ -20,6 +20,16 @@ from cloudlet.providers.openstack.rules import rule_fields, rule_text
 from cloudlet.providers.openstack.snapshot import INTERFACE_OWNER, Snapshot
 
 Lister = Callable[..., Any]
+#: Each kind's name in the SDK's ``get_<name>`` and ``delete_<name>``.
+SDK_NAME = {
+    "network": "network",
+    "subnet": "subnet",
+    "router": "router",
+    "security-group": "security_group",
+    "port": "port",
+    "vip": "port",
+    "floating-ip": "ip",
+}
 
 
 class Neutron:
@@ -187,17 +197,8 @@ class Neutron:
 
     def update(self, resource: Resource, current: Observed, snap: Snapshot) -> Any:
         kind = resource.kind
-        get = {
-            "network": self._net.get_network,
-            "subnet": self._net.get_subnet,
-            "router": self._net.get_router,
-            "security-group": self._net.get_security_group,
-            "port": self._net.get_port,
-            "vip": self._net.get_port,
-            "floating-ip": self._net.get_ip,
-        }[kind]
         try:
-            obj = get(current.uid)
+            obj = getattr(self._net, f"get_{SDK_NAME[kind]}")(current.uid)
         except Exception as err:
             if is_gone(err):
                 raise permanent(f"{resource.id}: not found (uuid {current.uid})") from err
@@ -259,13 +260,4 @@ class Neutron:
             for port in snap.interfaces.get(uid, []):
                 for ip in port.fixed_ips or []:
                     self._remove_interface(uid, ip["subnet_id"])
-        delete = {
-            "network": self._net.delete_network,
-            "subnet": self._net.delete_subnet,
-            "router": self._net.delete_router,
-            "security-group": self._net.delete_security_group,
-            "port": self._net.delete_port,
-            "vip": self._net.delete_port,
-            "floating-ip": self._net.delete_ip,
-        }[kind]
-        delete(uid, ignore_missing=True)
+        getattr(self._net, f"delete_{SDK_NAME[kind]}")(uid, ignore_missing=True)

@@ -25,11 +25,11 @@ def rule_fields(text: str) -> dict[str, Any]:
         low, high = int(first), int(last or first)
     return {
         "direction": direction,
+        "remote_ip_prefix": remote,
+        "ethertype": "IPv6" if is_v6(remote) else "IPv4",
         "protocol": None if protocol == "any" else protocol,
         "port_range_min": low,
         "port_range_max": high,
-        "remote_ip_prefix": remote,
-        "ethertype": "IPv6" if is_v6(remote) else "IPv4",
     }
 
 

@@ -30,18 +30,9 @@ TRANSIENT: tuple[type, ...] = (
     vmodl.fault.SystemError,
     vmodl.fault.RequestCanceled,
 )
-#: Never worth a retry (anything unlisted is permanent too, but named here for
-#: the docs): ordered after TRANSIENT because NotAuthenticated is a NoPermission.
-PERMANENT: tuple[type, ...] = (
-    vmodl.fault.InvalidArgument,
-    vim.fault.NoPermission,
-    vim.fault.InsufficientResourcesFault,
-    vim.fault.InvalidName,
-    vim.fault.InvalidLogin,
-    vim.fault.NotFound,
-    vmodl.fault.ManagedObjectNotFound,
-    vmodl.fault.NotSupported,
-)
+# Every other fault is permanent: a bad argument, a missing permission (a
+# NotAuthenticated is a NoPermission, but TRANSIENT names it), exhausted
+# resources, an invalid name or login, an object that is not there.
 #: The object does not exist (any more): success for a delete.
 GONE: tuple[type, ...] = (vmodl.fault.ManagedObjectNotFound, vim.fault.NotFound)
 #: The connection broke (the simulator drops it on a server-side panic, too).

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cloudlet.providers.vsphere import fields, names
-from cloudlet.providers.vsphere.inventory import children, find_child, retrieve
+from cloudlet.providers.vsphere.inventory import children, find_child, made_or_found, retrieve
 from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import Session
 
@@ -68,29 +68,22 @@ class OwnerFolders:
         found = find_child(content, parent, name)
         if found is not None:
             return found
-        try:
-            folder = parent.CreateFolder(name)
-        except vim.fault.DuplicateName:
-            folder = find_child(content, parent, name)
-            if folder is None:
-                raise
-            return folder
+        folder = made_or_found(
+            lambda: parent.CreateFolder(name), lambda: find_child(content, parent, name)
+        )
         self._session.fields.set(content, folder, fields.OWNER, owner)
         return folder
 
     def vms(self, folder: Any) -> Any:
         """The ``vms`` subfolder of an owner's folder (which holds only folders)."""
         content = self._session.content
-        found = find_child(content, folder, names.VMS_FOLDER)
+        name = names.VMS_FOLDER
+        found = find_child(content, folder, name)
         if found is not None:
             return found
-        try:
-            return folder.CreateFolder(names.VMS_FOLDER)
-        except vim.fault.DuplicateName:
-            found = find_child(content, folder, names.VMS_FOLDER)
-            if found is None:
-                raise
-            return found
+        return made_or_found(
+            lambda: folder.CreateFolder(name), lambda: find_child(content, folder, name)
+        )
 
     def _is_empty(self, folder: Any) -> bool:
         """No record, and no VM in ``vms``, under the owner's folder."""

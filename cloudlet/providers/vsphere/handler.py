@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
+
 from cloudlet.providers.vsphere.addresses import Addresses
 from cloudlet.providers.vsphere.folders import OwnerFolders
 from cloudlet.providers.vsphere.session import Session
 from cloudlet.providers.vsphere.snapshot import Snapshot
 
 
+@attrs.define
 class FolderKindHandler:
-    def __init__(
-        self,
-        session: Session,
-        folders: OwnerFolders,
-        addresses: Addresses,
-        snapshot: Callable[..., Snapshot],
-    ) -> None:
-        self._session = session
-        self._folders = folders
-        self._addresses = addresses
-        self._snapshot = snapshot
+    _session: Session
+    _folders: OwnerFolders
+    _addresses: Addresses
+    _snapshot: Callable[..., Snapshot]

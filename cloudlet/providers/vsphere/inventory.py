@@ -11,7 +11,7 @@ round trips whatever the cloudlet's size.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cloudlet.providers.vsphere.sdk import vim, vmodl
@@ -92,6 +92,18 @@ def find_child(content: Any, parent: Any, name: str) -> Any | None:
     ``named_child`` is the safe lookup for folders that hold VMs.
     """
     return content.searchIndex.FindChild(parent, name)
+
+
+def made_or_found(make: Callable[[], Any], find: Callable[[], Any | None]) -> Any:
+    """``make()``, or where that fails with DuplicateName (an earlier attempt
+    or a concurrent create took the name) the object ``find()`` finds."""
+    try:
+        return make()
+    except vim.fault.DuplicateName:
+        found = find()
+        if found is None:
+            raise
+        return found
 
 
 def named_child(content: Any, parent: Any, name: str, kind: Any) -> Any | None:

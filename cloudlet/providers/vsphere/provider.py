@@ -48,7 +48,7 @@ class VsphereProvider:
                 return work()
         except Exception as err:
             if isinstance(err.__cause__, vim.fault.NotAuthenticated):
-                self.session.relogin()
+                self.session.connection.relogin()  # the session expired
             raise
 
     def observe(self, owner: str) -> list[Observed]:

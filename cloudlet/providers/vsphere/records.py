@@ -25,7 +25,7 @@ from cloudlet.providers.vsphere.addresses import Addresses
 from cloudlet.providers.vsphere.faults import is_gone, permanent
 from cloudlet.providers.vsphere.folders import OwnerFolders
 from cloudlet.providers.vsphere.handler import FolderKindHandler
-from cloudlet.providers.vsphere.inventory import find_child, read
+from cloudlet.providers.vsphere.inventory import find_child, made_or_found, read
 from cloudlet.providers.vsphere.lbdocs import Documents
 from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import Session, decode_record, encode_record
@@ -81,18 +81,11 @@ class Records(FolderKindHandler):
             if snap is not None:
                 values["address"] = self._addresses.allocate(snap, resource)
             if ref is None:
-                ref = self._make(content, folder, name)
+                ref = made_or_found(
+                    lambda: folder.CreateFolder(name), lambda: find_child(content, folder, name)
+                )
             self._session.tag(ref, owner, resource.id, encode_record(values, resource.deps))
         return Observed(ref._moId, resource.id, resource.kind, values, resource.deps)
-
-    def _make(self, content: Any, folder: Any, name: str) -> Any:
-        try:
-            return folder.CreateFolder(name)
-        except vim.fault.DuplicateName:
-            ref = find_child(content, folder, name)
-            if ref is None:
-                raise
-            return ref
 
     def update(self, owner: str, resource: Resource, current: Observed) -> Observed:
         ref = vim.Folder(current.uid, self._session.stub)

@@ -66,10 +66,6 @@ class Session:
             self._site_generation = self.connection.generation
         return self._site
 
-    def relogin(self) -> None:
-        """After an expired session: log in again on the same connection."""
-        self.connection.relogin()
-
     def wait(self, task: Any, what: str) -> Any:
         content = self.content
         return wait_for(

@@ -20,11 +20,11 @@ import attrs
 from cloudlet.model.kinds import KINDS
 from cloudlet.model.resources import Observed
 from cloudlet.providers.vsphere import fields, names
+from cloudlet.providers.vsphere.devices import GUEST
 from cloudlet.providers.vsphere.inventory import children, find_child, last_values, retrieve
 from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.session import Session, decode_record
 
-GUEST = "guestinfo.cloudlet."
 VM_PROPS = (
     "name",
     "customValue",

@@ -22,7 +22,7 @@ from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.vsphere import devices, names
 from cloudlet.providers.vsphere.faults import is_gone, permanent
 from cloudlet.providers.vsphere.handler import FolderKindHandler
-from cloudlet.providers.vsphere.inventory import named_child, read
+from cloudlet.providers.vsphere.inventory import made_or_found, named_child, read
 from cloudlet.providers.vsphere.sdk import vim
 from cloudlet.providers.vsphere.site import Network
 from cloudlet.providers.vsphere.snapshot import VM_PROPS, Snapshot, decode_vm
@@ -111,15 +111,12 @@ class Vms(FolderKindHandler):
             powerOn=False,
             template=False,
         )
-        try:
-            return self._session.wait(
+        return made_or_found(
+            lambda: self._session.wait(
                 template.CloneVM_Task(folder=folder, name=name, spec=spec), f"{rid}: clone"
-            )
-        except vim.fault.DuplicateName:
-            found = named_child(self._session.content, folder, name, VM)
-            if found is None:
-                raise
-            return found
+            ),
+            lambda: named_child(self._session.content, folder, name, VM),
+        )
 
     def _reconfigure(
         self,
