@@ -1,13 +1,8 @@
 """Shepherd's LB metrics on ``local``, end to end: real traffic from the host
-through the LB's haproxy and nginx, their figures collected, and the daemon's
-metrics endpoint serving them as ``cloudlet_lb_*``.
-
-Until ``cloudlet lb-agent`` runs inside the LB namespace and writes its own
-report, this test plays the agent's part: it collects the figures with
-:func:`cloudlet.agent.stats.collect` (the function the agent calls) and
-writes the report where ``local`` reads it (``reports.report_path``). The
-rest is real: the daemon reads the file through the provider at scrape time.
-Needs root; the host is left as it was (the ``site`` fixture checks).
+through the LB's haproxy and nginx, counted by the LB member's own
+``cloudlet lb-agent`` (its report), and the daemon's metrics endpoint
+serving the figures as ``cloudlet_lb_*``, read through the provider at
+scrape time. Needs root; the host is left as it was (the ``site`` fixture).
 """
 
 from __future__ import annotations
@@ -32,12 +27,9 @@ from localsite import (  # noqa: F401 - local_site is the fixture `site`
     sync,
 )
 
-from cloudlet.agent import stats
-from cloudlet.agent.report import AgentReport, ListenerStats, encode
-from cloudlet.lb import LbConfig, document
-from cloudlet.model.kinds import ref, refs
-from cloudlet.providers.local import lbs, reports
-from cloudlet.providers.local.records import Record
+from cloudlet.agent.report import AgentReport, ListenerStats, decode
+from cloudlet.model.kinds import refs
+from cloudlet.providers.local import reports
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -45,29 +37,19 @@ NAME = "edge-m"
 N = 6
 
 
-def _agent_config(site: Site, lb: Record, member: Record) -> LbConfig:
-    """The configuration the member's agent runs, rebuilt from the records as
-    ``lbs.refresh`` builds it (VRRP left out: statistics do not need it)."""
-    listeners = [r for r in site.records.all() if r.kind == "lb-listener" and lb.id in r.deps]
-    public = site.records.by_id(str(ref(lb.attrs, "address")))
-    if public is not None and public.kind == "floating-ip":
-        public = site.records.by_id(str(ref(public.attrs, "target")))
-    bind = str(public.attrs.get("address")) if public else "0.0.0.0"
-    targets = {t for r in listeners for t in refs(r.attrs, "targets")}
-    backends = {t: lbs.backend_address(site, t) for t in targets}
-    return document.build(
-        lb.id,
-        [(r.id, r.attrs) for r in listeners],
-        bind,
-        backends,
-        str(site.lb_dir(lb.uid, member.uid)),
-    )
+def _report(path: Path) -> AgentReport | None:
+    try:
+        return decode(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
-def _write_report(path: Path, report: AgentReport) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(encode(report))
-    os.replace(tmp, path)
+def _figures(path: Path, since: float = 0.0) -> dict[str, ListenerStats]:
+    """The listeners' figures of a report written after ``since`` ({} if none yet)."""
+    got = _report(path)
+    if got is None or got.at <= since:
+        return {}
+    return {x.listener: x for x in got.listeners}
 
 
 def _wait(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
@@ -106,10 +88,6 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
     return found[0] if found else None
 
 
-def _by_name(cfg: LbConfig) -> dict[str, ListenerStats]:
-    return {s.listener: s for s in stats.collect(cfg)}
-
-
 def test_the_daemon_serves_the_lb_figures_of_real_traffic(site: Path, tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(spec(NAME))
@@ -121,25 +99,33 @@ def test_the_daemon_serves_the_lb_figures_of_real_traffic(site: Path, tmp_path: 
     (member_id,) = refs(lb.attrs, "members")
     member = s.records.by_id(member_id)
     assert member is not None
-    cfg = _agent_config(s, lb, member)
-    by_port = {(li.protocol, li.port): li.name for li in cfg.listeners}
-    names = {by_port[(str(m["protocol"]), int(str(m["publicPort"])))]: m for m in mappings}
+    report_file = reports.report_path(s, lb.uid, member.uid)
+    listeners = {
+        (str(r.attrs["protocol"]), int(str(r.attrs["publicPort"]))): r.id
+        for r in s.records.all()
+        if r.kind == "lb-listener"
+    }
+    names = {listeners[(str(m["protocol"]), int(str(m["publicPort"])))]: m for m in mappings}
 
-    # N sessions through each mapping; the figures grow by exactly N (Shepherd's own
-    # probes from sync and status came before the first collection)
-    before = _wait("every listener's figures", lambda: len(_by_name(cfg)) == 3 and _by_name(cfg))
-    assert isinstance(before, dict)
+    # N sessions through each mapping; the agent's figures grow by exactly N (no
+    # daemon runs yet, so no probe of Shepherd's comes in between)
+    quiet = time.time() + 0.2  # after status's own probes
+    _wait("every listener's figures", lambda: len(_figures(report_file, quiet)) == 3)
+    before = _figures(report_file, quiet)
     for mapping in mappings:
         for _ in range(N):
             assert answers(mapping) == f"vm/{mapping['target']}", mapping
 
-    def grown() -> dict[str, ListenerStats] | None:
-        now = _by_name(cfg)
-        done = all(now[n].sessions_total - before[n].sessions_total >= N for n in names)
-        return now if done else None
+    sent = time.time() + 0.2
 
-    after = _wait("the sessions counted", grown)
-    assert isinstance(after, dict)
+    def grown() -> bool:
+        now = _figures(report_file, sent)
+        return bool(now) and all(
+            now[n].sessions_total - before[n].sessions_total >= N for n in names
+        )
+
+    _wait("the sessions counted", grown)
+    after = _figures(report_file, sent)
     for name, mapping in names.items():
         b, a = before[name], after[name]
         assert a.sessions_total - b.sessions_total == N, (name, b, a)
@@ -148,54 +134,58 @@ def test_the_daemon_serves_the_lb_figures_of_real_traffic(site: Path, tmp_path: 
             assert a.bytes_in - b.bytes_in == N * len(b"hello"), (name, b, a)
         assert {x.id: x.up for x in a.backends} == {f"vm/{mapping['target']}": True}, a
 
-    report_file = reports.report_path(s, lb.uid, member.uid)
-    _write_report(
-        report_file, AgentReport(lb.id, "test", None, time.time(), (), tuple(after.values()))
-    )
     here = {"cloudlet": NAME, "lb": lb.id, "member": member.id}
     with _daemon(site) as port:
-        text = str(
-            _wait(
-                "the LB series",
-                lambda: "cloudlet_lb_sessions_total{" in _scrape(port) and _scrape(port),
-            )
-        )
-        assert _sample(text, "cloudlet_lb_agent_up", **here) == 1
-        for name, mapping in names.items():
-            one = {**here, "listener": name, "protocol": str(mapping["protocol"])}
-            a = after[name]
-            assert _sample(text, "cloudlet_lb_sessions_total", **one) == a.sessions_total
-            assert _sample(text, "cloudlet_lb_bytes_in_total", **one) == a.bytes_in
-            assert _sample(text, "cloudlet_lb_bytes_out_total", **one) == a.bytes_out
-            target = f"vm/{mapping['target']}"
-            assert _sample(text, "cloudlet_lb_backend_up", **one, backend=target) == 1
 
-        # a back-end stops behind our back: haproxy's checks see it, and so does the scrape
+        def scraped_as_reported() -> bool:
+            """The scrape shows what the agent reported (both move: retry)."""
+            text, now = _scrape(port), _figures(report_file)
+            if _sample(text, "cloudlet_lb_agent_up", **here) != 1 or len(now) != 3:
+                return False
+            for name, mapping in names.items():
+                one = {**here, "listener": name, "protocol": str(mapping["protocol"])}
+                a, target = now[name], f"vm/{mapping['target']}"
+                if (
+                    _sample(text, "cloudlet_lb_sessions_total", **one),
+                    _sample(text, "cloudlet_lb_bytes_in_total", **one),
+                    _sample(text, "cloudlet_lb_bytes_out_total", **one),
+                    _sample(text, "cloudlet_lb_backend_up", **one, backend=target),
+                ) != (a.sessions_total, a.bytes_in, a.bytes_out, 1):
+                    return False
+            return True
+
+        _wait("the scrape to show the agent's figures", scraped_as_reported)
+
+        # a back-end stops behind our back: haproxy's checks see it, the agent
+        # reports it, and so does the scrape
         chat = s.records.by_id("vm/chat")
         assert chat is not None
-        subprocess.run(["kill", "-9", str(chat.run["backend"])], check=True)
         (chat_listener,) = [n for n, m in names.items() if m["target"] == "chat"]
-        down = _wait(
-            "vm/chat down",
-            lambda: (now := _by_name(cfg))[chat_listener].backends[0].up is False and now,
-        )
-        assert isinstance(down, dict)
-        _write_report(
-            report_file, AgentReport(lb.id, "test", None, time.time(), (), tuple(down.values()))
-        )
         chat_up = {**here, "listener": chat_listener, "protocol": "tcp", "backend": "vm/chat"}
+        _wait(  # the daemon's first reconcile is over: nothing heals behind the test's back
+            "the daemon's first reconcile",
+            lambda: "cloudlet_last_successful_sync_timestamp_seconds{" in _scrape(port),
+            timeout=60,
+        )
+        subprocess.run(["kill", "-9", str(chat.run["backend"])], check=True)
         _wait(
             "vm/chat down in the scrape",
             lambda: _sample(_scrape(port), "cloudlet_lb_backend_up", **chat_up) == 0,
         )
 
-        # no report (the agent is gone) or a torn one: agent down, no figures, no crash
-        report_file.unlink()
-        text = _scrape(port)
-        assert _sample(text, "cloudlet_lb_agent_up", **here) == 0
-        assert "cloudlet_lb_sessions_total{" not in text
-        report_file.write_text('{"lb": "lb/root", "at"')
-        assert _sample(_scrape(port), "cloudlet_lb_agent_up", **here) == 0
+        # the agent stopped and its report gone (or torn): agent down, no figures, no crash
+        agent = _report(report_file)
+        assert agent is not None and agent.pid is not None
+        os.kill(agent.pid, signal.SIGSTOP)
+        try:
+            report_file.unlink()
+            text = _scrape(port)
+            assert _sample(text, "cloudlet_lb_agent_up", **here) == 0
+            assert "cloudlet_lb_sessions_total{" not in text
+            report_file.write_text('{"lb": "lb/root", "at"')
+            assert _sample(_scrape(port), "cloudlet_lb_agent_up", **here) == 0
+        finally:
+            os.kill(agent.pid, signal.SIGCONT)
 
 
 class _daemon:
