@@ -182,7 +182,7 @@ def heal(state: Path, vip: str, port: int) -> None:
     print(
         f"  the heal took {t1 - t0:.1f} s; meanwhile {sum(not s.ok for s in during)} of "
         f"{len(during)} attempts failed, longest gap {gap:.3f} s "
-        "(the planner replaces the whole LB, the surviving VM's daemons included)"
+        "(the lost VM is re-made and joins as backup; the survivor keeps serving)"
     )
 
 
