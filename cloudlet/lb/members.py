@@ -48,6 +48,23 @@ def documents(lb_id: str, objects: Iterable[Observed]) -> dict[str, str]:
     return {member: encode(cfg) for member, cfg in configs(lb_id, objects).items()}
 
 
+def lbs_using(vm_id: str, objects: Iterable[Observed]) -> list[str]:
+    """The LBs whose documents name ``vm_id``: it is one of their members, or
+    a target of one of their listeners.
+
+    Only LBs whose record is among ``objects``: without it there is no
+    document, and the record's own write makes them when it comes. A
+    provider calls this with what it read before making or changing the VM
+    (a member or target re-made alone, the LB untouched, would otherwise
+    keep a missing or stale document)."""
+    objs = [o for o in objects if o.id is not None]
+    lbs = {str(o.id): o for o in objs if o.kind == "lb"}
+    found = {lb for lb, obj in lbs.items() if vm_id in refs(obj, "members")}
+    for li in (o for o in objs if o.kind == "lb-listener" and vm_id in refs(o, "targets")):
+        found |= {d for d in li.deps if d in lbs}
+    return sorted(found)
+
+
 def configs(lb_id: str, objects: Iterable[Observed]) -> dict[str, LbConfig]:
     by_id: dict[str, Observed] = {}
     for obj in objects:

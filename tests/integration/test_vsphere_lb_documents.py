@@ -22,6 +22,7 @@ from vcsim import OutOfBand, Vcsim, running
 
 from cloudlet.agent.vsphere_source import VsphereSource
 from cloudlet.lb.document import decode
+from cloudlet.lb.members import documents
 from cloudlet.lb.placement import GUESTINFO_KEY
 
 NAME = "vsphere-lbdoc"
@@ -155,3 +156,69 @@ def test_each_member_reads_its_document_from_guestinfo_and_it_follows_changes(
 
     ok(cli("destroy", NAME, "--yes", **run))
     assert console.leftovers(NAME) == []
+
+
+def fresh_documents(sim: Vcsim) -> dict[str, str]:
+    """What a sync would write now: the documents built from the provider's observe."""
+    provider = sim.provider()
+    try:
+        return documents("lb/lb-0", provider.observe(NAME))
+    finally:
+        provider.close()
+
+
+def documents_held(console: OutOfBand) -> dict[str, str | None]:
+    return {f"vm/{m}": guestinfo(console, m) for m in MEMBERS}
+
+
+def uid_of(sim: Vcsim, rid: str) -> str:
+    provider = sim.provider()
+    try:
+        return next(o.uid for o in provider.observe(NAME) if o.id == rid)
+    finally:
+        provider.close()
+
+
+def test_a_member_or_target_remade_alone_gets_its_documents_back(
+    sim: Vcsim, console: OutOfBand, state_dir: Path, tmp_path: Path
+) -> None:
+    """The LB's records are folder records: a member or target VM deleted behind
+    our back comes back alone (the LB is not touched), and its document (or the
+    address in every document) must come back with it."""
+    run: dict[str, Any] = {"state_dir": state_dir, "env": sim.env(), "timeout": TIMEOUT}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    assert cli_json("sync", spec, "--yes", "--json", **run)["outcome"] == "converged"
+    before = documents_held(console)
+    assert before == fresh_documents(sim)
+
+    # The second member deleted out of band: re-made, with its document.
+    gone = uid_of(sim, "vm/lb-0.1")
+    console.remove(gone)
+    assert console.find(f"DC0/vm/cloudlet-{NAME}/vms/{NAME}.lb-0.1") is None
+    assert cli_json("sync", spec, "--yes", "--json", **run)["outcome"] == "converged"
+    assert uid_of(sim, "vm/lb-0.1") != gone
+    after = documents_held(console)
+    assert after["vm/lb-0.1"], "the re-made member has no document"
+    assert after == fresh_documents(sim) == before
+    assert read(console, "lb-0.1", tmp_path) == before["vm/lb-0.1"]
+
+    # The target deleted out of band, its port's record moved to another
+    # address: the target is re-made there, and both documents must say so.
+    old = next(b for _, b in backends(before["vm/lb-0.0"]))
+    new = "10.33.0.200"
+    console.set_record_attr(uid_of(sim, "port/app"), "address", new)
+    console.remove(uid_of(sim, "vm/app"))
+    assert cli_json("sync", spec, "--yes", "--json", **run)["outcome"] == "converged"
+    docs = documents_held(console)
+    for member, text in docs.items():
+        assert backends(text) == [("vm/app", new)], (member, old)
+    assert docs == fresh_documents(sim)
+
+    ok(cli("destroy", NAME, "--yes", **run))
+    assert console.leftovers(NAME) == []
+
+
+def backends(text: str | None) -> list[tuple[str, str]]:
+    cfg = decode(str(text), "/run/lb")
+    return [(b.id, b.address) for li in cfg.listeners for b in li.backends]

@@ -115,3 +115,14 @@ def test_chunks_hold_a_document_of_any_length_and_a_torn_one_is_told():
     del items["cloudlet.lb:1"]
     with pytest.raises(placement.TornDocument, match=r"cloudlet\.lb:1"):
         placement.join_chunks(items)
+
+
+def test_lbs_using_a_vm_are_those_it_is_a_member_or_a_target_of_with_a_record():
+    objs = cloudlet()
+    assert members.lbs_using("vm/edge.1", objs) == ["lb/edge"]
+    assert members.lbs_using("vm/app", objs) == ["lb/edge"]  # lb/other has no record
+    assert members.lbs_using("vm/new", objs) == ["lb/edge"]
+    assert members.lbs_using("vm/db", objs) == []
+    without_record = [o for o in objs if o.kind != "lb"]
+    assert members.lbs_using("vm/edge.1", without_record) == []
+    assert members.lbs_using("vm/app", without_record) == []

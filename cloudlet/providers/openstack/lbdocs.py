@@ -8,7 +8,10 @@ each member server's document (chunked, ``cloudlet.lb.placement``) where
 the guest reads it from the metadata service, without credentials. A target
 or member that is replaced takes its dependent listener or LB with it (the
 planner rebuilds what was built on a replaced object), so the documents
-follow addresses too.
+follow addresses too. A member or target re-made alone (deleted behind our
+back: the planner makes just the VM, and its port when that went too) has
+its LBs' documents re-written once its server is built
+(``Records.vm_changed``).
 
 Listeners of one LB are written by parallel steps, each reading the cloud
 after its own record is written: one lock per provider serialises the

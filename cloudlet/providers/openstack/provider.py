@@ -95,7 +95,9 @@ class OpenstackProvider:
             if resource.kind in RECORD_KINDS:
                 return self._records.put(resource, snap)
             if resource.kind == "vm":
-                return self._written(resource, self._servers.create(owner, resource, snap))
+                made = self._written(resource, self._servers.create(owner, resource, snap))
+                self._records.vm_changed(owner, resource.id, snap)
+                return made
             return self._written(resource, self._neutron.create(owner, resource, snap))
 
         return self._call(f"create {resource.id}", work)
@@ -109,7 +111,9 @@ class OpenstackProvider:
             if resource.kind in RECORD_KINDS:
                 return self._records.update(resource, current, snap)
             if resource.kind == "vm":
-                return self._written(resource, self._servers.update(resource, current.uid))
+                made = self._written(resource, self._servers.update(resource, current.uid))
+                self._records.vm_changed(owner, resource.id, snap)
+                return made
             return self._written(resource, self._neutron.update(resource, current, snap))
 
         return self._call(f"update {resource.id}", work)

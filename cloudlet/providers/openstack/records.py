@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cloudlet.lb.members import lbs_using
 from cloudlet.model.kinds import refs
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.openstack import marks
@@ -60,6 +61,17 @@ class Records:
         lb = rid if kind == "lb" else next((d for d in deps if d.startswith("lb/")), None)
         if kind in ("lb", "lb-listener") and lb is not None:
             self._documents.refresh(owner, lb, refs(former, "members") if kind == "lb" else ())
+
+    def vm_changed(self, owner: str, vm_id: str, before: Snapshot) -> None:
+        """Re-write the documents of every LB ``vm_id`` is a member or target of,
+        as ``before`` (read before the server was made or changed) has them.
+
+        A member or target re-made alone (deleted behind our back) leaves its
+        LB's records as they are, so no record write would: a member other
+        than the first (whose server carries the records) would have no
+        document, a target re-made on a new port a stale address."""
+        for lb in lbs_using(vm_id, before.records()):
+            self._documents.refresh(owner, lb)
 
     def put(self, resource: Resource, snap: Snapshot, former: Observed | None = None) -> Observed:
         """Write ``resource``'s record; ``former``: what it replaces (an update's current)."""

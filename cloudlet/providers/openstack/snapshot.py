@@ -265,8 +265,15 @@ class Snapshot:
             "status": str(server.status),
         }
         deps = marks.decode_list(meta.get(marks.META_DEPS)) or ()
-        out = [Observed(server.id, rid, "vm", attrs, deps)]
-        for record_id, (values, record_deps) in marks.records_in(meta).items():
-            kind = record_id.partition("/")[0]
-            out.append(Observed(f"{server.id}/{record_id}", record_id, kind, values, record_deps))
-        return out
+        return [Observed(server.id, rid, "vm", attrs, deps), *self._records_on(server)]
+
+    @staticmethod
+    def _records_on(server: Any) -> list[Observed]:
+        return [
+            Observed(f"{server.id}/{rid}", rid, rid.partition("/")[0], values, deps)
+            for rid, (values, deps) in marks.records_in(server.metadata or {}).items()
+        ]
+
+    def records(self) -> list[Observed]:
+        """The records kept on servers (k8s nodes, LBs, listeners): reads the servers only."""
+        return [obj for server in self.servers for obj in self._records_on(server)]

@@ -9,6 +9,9 @@ change to an LB's records, :meth:`Documents.refresh` reads the cloudlet
 again and reconfigures each member whose document differs. A replaced
 target or member takes its listener or LB with it (the planner rebuilds
 what was built on a replaced object), so the documents follow addresses.
+A member or target re-made alone (deleted behind our back: the planner
+makes just the VM) has its LBs' documents re-written once it is built and
+tagged (``Records.vm_changed``).
 
 Removing the document sets the variable to the empty string, which vCenter
 takes as "remove the option" (govmomi's simulator keeps it, empty): a

@@ -61,7 +61,10 @@ class VsphereProvider:
             if resource.kind == "network":
                 return self._networks.create(owner, resource)
             if resource.kind == "vm":
-                return self._vms.create(owner, resource)
+                snap = self.snapshot(owner, vms=False)
+                made = self._vms.create(owner, resource, snap)
+                self._records.vm_changed(owner, resource.id, snap)
+                return made
             return self._records.create(owner, resource)
 
         return self._call(f"create {resource.id}", work)
@@ -71,7 +74,10 @@ class VsphereProvider:
             if resource.kind == "network":
                 return self._networks.update(owner, resource, current)
             if resource.kind == "vm":
-                return self._vms.update(owner, resource, current)
+                made = self._vms.update(owner, resource, current)
+                snap = self.snapshot(owner, vms=False, portgroups=False)
+                self._records.vm_changed(owner, resource.id, snap)
+                return made
             return self._records.update(owner, resource, current)
 
         return self._call(f"update {resource.id}", work)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cloudlet.lb.members import lbs_using
 from cloudlet.model.kinds import ADDRESSED, immutable_refusal, refs, with_computed
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.providers.vsphere import fields, names
@@ -49,6 +50,16 @@ class Records(FolderKindHandler):
         lb = rid if kind == "lb" else next((d for d in deps if d.startswith("lb/")), None)
         if kind in ("lb", "lb-listener") and lb is not None:
             self._documents.refresh(owner, lb, refs(former, "members") if kind == "lb" else ())
+
+    def vm_changed(self, owner: str, vm_id: str, before: Snapshot) -> None:
+        """Re-write the documents of every LB ``vm_id`` is a member or target of,
+        as ``before`` (records read before the VM was made or changed) has them.
+
+        A member or target re-made alone (deleted behind our back) leaves its
+        LB's records as they are, so no record write would: a member would
+        have no document, a target re-made on a new port a stale address."""
+        for lb in lbs_using(vm_id, before.observed()):
+            self._documents.refresh(owner, lb)
 
     def _read(self, ref: Any) -> tuple[dict[str, str], tuple[dict[str, Any], list[str]] | None]:
         tags = self._session.fields.decode(

@@ -67,9 +67,10 @@ class Vms(FolderKindHandler):
         observed = decode_vm(self._session, owner, ref, props).observed
         return observed if observed.id is not None else None
 
-    def create(self, owner: str, resource: Resource) -> Observed:
+    def create(self, owner: str, resource: Resource, snap: Snapshot) -> Observed:
+        """Build ``resource`` on ``snap`` (read with port groups, no VMs needed)."""
         cpus, memory = self._sizes(resource)
-        networks, nics = self._plan_nics(self._snapshot(owner, vms=False), resource)
+        networks, nics = self._plan_nics(snap, resource)
         content = self._session.content
         template = self._session.site.template(content, str(resource.attrs.get("image")))
         with self._folders.using(owner) as owner_folder:

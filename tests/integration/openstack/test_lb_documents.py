@@ -31,6 +31,7 @@ from test_openstack_e2e import TIMEOUT, address, scrubbed, write_spec
 from cloudlet.agent.openstack_source import OpenstackSource
 from cloudlet.lb import LbConfig
 from cloudlet.lb.document import decode
+from cloudlet.lb.members import documents
 from cloudlet.providers.openstack.provider import OpenstackProvider
 
 PATH = "/openstack/latest/meta_data.json"
@@ -181,6 +182,76 @@ def test_each_member_reads_listeners_resolved_to_neutron_addresses_and_follows_c
         server = console.server(owner, f"vm/{member}")
         meta = console.conn.compute.fetch_server_metadata(server).metadata
         assert not [k for k in meta if k.startswith("cloudlet.lb")], meta
+
+    ok(cli("destroy", owner, "--yes", **run))
+    assert console.tagged(owner)["server"] == []
+
+
+def fresh_documents(owner: str) -> dict[str, str]:
+    """What a sync would write now: the documents built from the provider's observe."""
+    provider = OpenstackProvider(PLATFORM)
+    try:
+        return documents("lb/edge", provider.observe(owner))
+    finally:
+        provider.close()
+
+
+def backends(text: str | None) -> list[tuple[str, str]]:
+    cfg = decode(str(text), "/run/lb")
+    return [(b.id, b.address) for li in cfg.listeners for b in li.backends]
+
+
+def test_a_member_or_target_remade_alone_gets_its_documents_back(
+    owner: str, console: Console, service: MetadataService, tmp_path: Path, state_dir: Path
+) -> None:
+    """The records live on vm/edge.0: a second member or a target deleted behind
+    our back comes back alone (the LB is not touched), and its document (or the
+    address in every document) must come back with it."""
+    spec = write_spec(tmp_path / "spec.yaml", owner, "floating-ip", redundancy="vip")
+    run: dict[str, Any] = {"state_dir": state_dir, "timeout": TIMEOUT}
+    assert cli_json("sync", spec, "--yes", "--json", **run)["outcome"] == "converged"
+    members = ("vm/edge.0", "vm/edge.1")
+
+    def read_all() -> dict[str, str | None]:
+        return {m: read_member(console, owner, m, service, tmp_path / m) for m in members}
+
+    before = read_all()
+    assert before == fresh_documents(owner)
+
+    # Member 1 deleted out of band (the console waits until Nova has destroyed it).
+    gone = console.server(owner, "vm/edge.1")
+    console.remove(owner, gone.id)
+    assert console.server(owner, "vm/edge.1") is None
+    assert cli_json("sync", spec, "--yes", "--json", **run)["outcome"] == "converged"
+    remade = console.server(owner, "vm/edge.1")
+    assert remade is not None and remade.id != gone.id
+    after = read_all()
+    assert after["vm/edge.1"] is not None, "the re-made member has no document"
+    assert after == fresh_documents(owner) == before  # its port (and address) survived
+
+    # The target and its port deleted out of band, its old address held by
+    # another port: the target comes back on a new address, which both
+    # documents must name.
+    old_port = console.port(owner, "port/app")
+    old = address(old_port)
+    console.remove(owner, console.server(owner, "vm/app").id)
+    console.remove(owner, old_port.id)
+    net = console.conn.network
+    hold = net.create_port(
+        network_id=old_port.network_id,
+        name=f"{owner}:hold",
+        fixed_ips=[{"subnet_id": old_port.fixed_ips[0]["subnet_id"], "ip_address": old}],
+    )
+    try:
+        assert cli_json("sync", spec, "--yes", "--json", **run)["outcome"] == "converged"
+        new = address(console.port(owner, "port/app"))
+        assert new != old
+        docs = read_all()
+        for member in members:
+            assert backends(docs[member]) == [("vm/app", new)], member
+        assert docs == fresh_documents(owner)
+    finally:
+        net.delete_port(hold)
 
     ok(cli("destroy", owner, "--yes", **run))
     assert console.tagged(owner)["server"] == []
