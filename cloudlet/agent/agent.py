@@ -19,8 +19,10 @@ A daemon that dies is started again (:mod:`cloudlet.agent.daemons`). The
 report (:mod:`cloudlet.agent.report`) is written atomically after every
 change and every interval. SIGTERM stops every daemon and exits 0.
 
-The decisions (:func:`actions`, the daemons' backoff) are pure functions of
-their inputs and an injected clock; :class:`Agent` is the shell around them.
+The decisions (:mod:`cloudlet.agent.decide`, the daemons' backoff) are pure
+functions of their inputs and an injected clock; what it does to the host
+besides its daemons is :mod:`cloudlet.agent.hostops`; :class:`Agent` is the
+shell around them.
 """
 
 from __future__ import annotations
@@ -32,32 +34,26 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
-
+from cloudlet.agent import hostops, stats
 from cloudlet.agent import report as reports
-from cloudlet.agent import stats
 from cloudlet.agent.daemons import START_ORDER, STOP_ORDER, Clock, Daemon, Spawn, popen
+from cloudlet.agent.decide import (
+    Actions,
+    actions,
+    check_argv,
+    config_path,
+    configs,
+    run_argv,
+    unbound,
+)
+from cloudlet.agent.hostops import HostOps
 from cloudlet.agent.report import AgentReport, DaemonState, ListenerStats
 from cloudlet.agent.sources import Source, SourceError
-from cloudlet.lb import (
-    LbConfig,
-    Vrrp,
-    daemons,
-    haproxy_argv,
-    haproxy_check_argv,
-    haproxy_config,
-    keepalived_argv,
-    keepalived_check_argv,
-    keepalived_config,
-    nginx_argv,
-    nginx_check_argv,
-    nginx_stream_config,
-    runtime_paths,
-)
+from cloudlet.lb import LbConfig, runtime_paths
 from cloudlet.lb.document import DocumentError, decode, digest
 
 log = logging.getLogger("cloudlet.agent")
@@ -79,68 +75,6 @@ def run_check(argv: Sequence[str]) -> tuple[int, str]:
     except (OSError, subprocess.TimeoutExpired) as e:
         return 1, str(e)
     return proc.returncode, (proc.stderr + proc.stdout).strip()
-
-
-# -- the pure decisions ----------------------------------------------------------------
-
-
-@attrs.frozen
-class Actions:
-    start: tuple[str, ...] = ()
-    reload: tuple[str, ...] = ()
-    stop: tuple[str, ...] = ()
-
-
-def actions(
-    wanted: Collection[str],
-    managed: Collection[str],
-    alive: Collection[str],
-    changed: Collection[str],
-) -> Actions:
-    """What to do once a new document's configurations are in place.
-
-    ``wanted``: the daemons with work; ``managed``: those the agent
-    supervises (running or waiting to restart); ``alive``: those running
-    now; ``changed``: those whose configuration file changed. A daemon down
-    and waiting for its restart is started now, on the new configuration."""
-    return Actions(
-        start=tuple(d for d in START_ORDER if d in wanted and d not in alive),
-        reload=tuple(d for d in START_ORDER if d in wanted and d in alive and d in changed),
-        stop=tuple(d for d in STOP_ORDER if d in managed and d not in wanted),
-    )
-
-
-def configs(cfg: LbConfig) -> dict[str, str]:
-    """Each daemon with work, and its rendered configuration."""
-    render = {"haproxy": haproxy_config, "nginx": nginx_stream_config}
-    render["keepalived"] = keepalived_config
-    return {d: render[d](cfg) for d in daemons(cfg)}
-
-
-def config_path(cfg: LbConfig, daemon: str) -> str:
-    p = runtime_paths(cfg)
-    return {"haproxy": p.haproxy_cfg, "nginx": p.nginx_conf, "keepalived": p.keepalived_conf}[
-        daemon
-    ]
-
-
-def check_argv(cfg: LbConfig, daemon: str, config: str) -> tuple[str, ...]:
-    if daemon == "haproxy":
-        return haproxy_check_argv(config)
-    if daemon == "nginx":
-        return nginx_check_argv(cfg, config)
-    return keepalived_check_argv(config)
-
-
-def run_argv(cfg: LbConfig, daemon: str) -> tuple[str, ...]:
-    run = {"haproxy": haproxy_argv, "nginx": nginx_argv, "keepalived": keepalived_argv}
-    return run[daemon](cfg)
-
-
-def unbound(cfg: LbConfig, bound: Collection[tuple[str, int]]) -> list[tuple[str, int]]:
-    """The (protocol, port) of every rendered listener not yet in ``bound``."""
-    want = {(li.protocol, li.port) for li in cfg.listeners if li.backends}
-    return sorted(want - set(bound))
 
 
 def _listener_stats(cfg: LbConfig | None) -> tuple[ListenerStats, ...]:
@@ -209,7 +143,7 @@ class Agent:
             self._refuse(f"the document does not decode: {e}")
             return
         wanted = configs(cfg)
-        changed = {d for d, body in wanted.items() if _read(config_path(cfg, d)) != body}
+        changed = {d for d, body in wanted.items() if hostops.read(config_path(cfg, d)) != body}
         refusal = self._validate(cfg, {d: wanted[d] for d in changed})
         if refusal is not None:
             self._refuse(refusal)
@@ -356,81 +290,10 @@ class Agent:
         command lines confirm they are ours."""
         paths = runtime_paths(LbConfig("sweep", (), None, str(self.runtime_dir)))
         for pid_file in (paths.keepalived_pid, paths.haproxy_pid, paths.nginx_pid):
-            pid = _pid_in(pid_file)
-            if pid is not None and _runs_from(pid, str(self.runtime_dir)):
+            pid = hostops.pid_in(pid_file)
+            if pid is not None and hostops.runs_from(pid, str(self.runtime_dir)):
                 log.info("stopping pid %d left from an earlier agent (%s)", pid, pid_file)
-                _terminate(pid)
-
-
-@attrs.frozen
-class HostOps:
-    """What the agent does to the host it runs on besides its daemons (its
-    LB VM, or namespace): injected, so unit tests touch no host."""
-
-    #: Let the proxies bind the VIP where it is not held.
-    nonlocal_bind: Callable[[], None] = attrs.field(factory=lambda: allow_nonlocal_bind)
-    #: Drop the VIP before keepalived starts.
-    drop_vip: Callable[[Vrrp], None] = attrs.field(factory=lambda: drop_vip)
-    #: (protocol, port) of every bound socket.
-    bound: Callable[[], Collection[tuple[str, int]]] = attrs.field(factory=lambda: bound_ports)
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
-
-
-def allow_nonlocal_bind() -> None:
-    """The proxies bind the VIP on the member that does not hold it."""
-    try:
-        Path("/proc/sys/net/ipv4/ip_nonlocal_bind").write_text("1\n")
-    except OSError as e:
-        log.warning("cannot set net.ipv4.ip_nonlocal_bind: %s", e)
-
-
-def drop_vip(vrrp: Vrrp) -> None:
-    """Remove the VIP from its interface here (if it is configured)."""
-    argv = ["ip", "addr", "del", vrrp.vip, "dev", vrrp.interface]
-    subprocess.run(argv, capture_output=True, check=False)
-
-
-def bound_ports() -> set[tuple[str, int]]:
-    """(protocol, port) of every listening TCP and bound UDP socket here."""
-    out: set[tuple[str, int]] = set()
-    for proto, state in (("tcp", "0A"), ("udp", "07")):
-        for table in (f"/proc/net/{proto}", f"/proc/net/{proto}6"):
-            for line in (_read(table) or "").splitlines()[1:]:
-                fields = line.split()
-                if len(fields) > 3 and fields[3] == state:
-                    out.add((proto, int(fields[1].rsplit(":", 1)[1], 16)))
-    return out
-
-
-def _pid_in(path: str) -> int | None:
-    text = _read(path)
-    try:
-        return int(text.split()[0]) if text else None
-    except ValueError:
-        return None
-
-
-def _runs_from(pid: int, runtime_dir: str) -> bool:
-    try:
-        return runtime_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _terminate(pid: int, grace: float = 5.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+                hostops.terminate(pid)
 
 
 # -- the loop --------------------------------------------------------------------------

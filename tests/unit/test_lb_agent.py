@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from cloudlet.agent.agent import Actions, Agent, HostOps, actions, unbound
+from cloudlet.agent.agent import Agent
 from cloudlet.agent.daemons import Backoff, Daemon
+from cloudlet.agent.decide import Actions, actions, unbound
+from cloudlet.agent.hostops import HostOps
 from cloudlet.agent.report import AgentReport, DaemonState
 from cloudlet.agent.report import decode as decode_report
 from cloudlet.agent.report import encode as encode_report
