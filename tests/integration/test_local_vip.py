@@ -378,7 +378,7 @@ def test_cluster_vip_answers_and_survives_the_loss_of_a_node(site: Path, tmp_pat
 
 
 def test_a_dead_keepalived_is_broken_and_healed(site: Path, tmp_path: Path) -> None:
-    """An LB member's keepalived is its agent's to restart (test_lb_agent.py);
+    """An LB member's keepalived is its agent's to restart (test_lb_agent_live.py);
     here the agent hangs first (SIGSTOP), so the dead keepalived stays dead
     and it is the provider that sees it, as it sees a cluster node's."""
     path = tmp_path / "k.yaml"
