@@ -17,11 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from cloudlet.agent import stats
-from cloudlet.agent.report import ListenerStats
-from cloudlet.lb import Backend, LbConfig, Listener, runtime_paths
-from tests.integration.test_lb_configs import (
+from test_lb_configs import (
     HELD_CLIENT,
     RESPONDER,
     Netns,
@@ -30,6 +26,10 @@ from tests.integration.test_lb_configs import (
     netns,
     runtime_dir,  # noqa: F401  (the fixture)
 )
+
+from cloudlet.agent import stats
+from cloudlet.agent.report import ListenerStats
+from cloudlet.lb import Backend, LbConfig, Listener, runtime_paths
 
 pytestmark = pytest.mark.integration
 
