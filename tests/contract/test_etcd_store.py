@@ -470,10 +470,11 @@ def test_a_watch_with_auth_outlives_an_outage() -> None:
     try:
         _enable_auth(private.endpoint, "pw")
         with EtcdStore(private.endpoint, user="root", password="pw", timeout=3) as store:
+            start = store.revision() + 1  # here: the watcher thread may start after the put
 
             def follow() -> None:
                 try:
-                    seen.extend(store.watch("/w/", store.revision() + 1, stop))
+                    seen.extend(store.watch("/w/", start, stop))
                 except BaseException as err:
                     died.append(err)
 
