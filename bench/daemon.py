@@ -43,8 +43,9 @@ class Recorder(FakeProvider):
         self._note()
         return super().update(owner, resource, current)
 
-    # the first call a change causes: an update, or for a replacement a create
-    # or a delete (only update was timed, and the bench waited 10 s a change)
+    # the first call a change causes: an update, or a create for a replacement
+    # (m1.large -> m1.small shrinks the root disk: the fake refuses that resize,
+    # as Nova does, so the plan replaces the VM)
     def create(self, owner: str, resource: Resource) -> Observed:
         self._note()
         return super().create(owner, resource)
