@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 from rich.console import Console
 
+from cloudlet.cmd import byname
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
@@ -23,6 +23,7 @@ from cloudlet.engine.desired import store_desired
 from cloudlet.engine.sync import QuietListener, SyncListener, SyncOptions, stored_status
 from cloudlet.errors import CloudletError
 from cloudlet.model.load import load_file
+from cloudlet.planner import Plan, plan_actions
 from cloudlet.shepherd.codec import status_to_json
 from cloudlet.shepherd.metrics import reaches_public_addresses
 from cloudlet.shepherd.probe import probed
@@ -60,6 +61,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.offline:
+        return cmd_plan_offline(args)
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         plans = [ctx.engine(c).plan(c) for c in cloudlets]
@@ -69,6 +72,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         for plan in plans:
             print_plan(out(), plan)
+    return 0 if all(p.empty for p in plans) else 2
+
+
+def cmd_plan_offline(args: argparse.Namespace) -> int:
+    """``plan --offline NAME|FILE``: against the last stored observation."""
+    with context(args) as ctx:
+        plans, docs = byname.run_offline(ctx, args.file, args.json, out())
+    if args.json:
+        emit_json(docs[0] if len(docs) == 1 else docs)
     return 0 if all(p.empty for p in plans) else 2
 
 
@@ -94,14 +106,14 @@ def _install_sigterm(stop: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Store the file's desired state, then reconcile it."""
-    cloudlets = load_file(args.file)
+    """Store the file's desired state, then reconcile it; or reconcile the
+    stored desired state of the cloudlet named (``sync NAME``)."""
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
     options = SyncOptions(parallelism=args.parallelism, lock_timeout=lock_timeout())
     reports = []
     with context(args) as ctx:
-        for cloudlet in cloudlets:
+        for cloudlet, revision in byname.cloudlets_for_sync(args, ctx):
             engine = ctx.engine(cloudlet, options)
             asked = sys.stdin.isatty() and not args.yes and not args.json
             if asked:
@@ -112,7 +124,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     return 1
             engine.listener = listener = _listener(args, show_plan=not asked)
             _install_sigterm(engine.stop)
-            report = engine.sync(cloudlet)  # store, then reconcile
+            if revision is None:
+                report = engine.sync(cloudlet)  # store, then reconcile
+            else:
+                report = engine.reconcile(cloudlet, revision)  # stored already
             listener.close()
             reports.append(report)
             if not args.json:
@@ -124,22 +139,25 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.name is None:
+        return cmd_list(args)
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(cloudlet)
         expansion = engine.expansion(cloudlet)
         actual = engine.observe(cloudlet.name)
+        record = ctx.repo.get_desired(cloudlet.name)
         status = build_status(
             expansion,
             actual,
             at=time.time(),
             last_sync=ctx.repo.get_sync(cloudlet.name),
             previous=stored_status(ctx.repo, cloudlet.name),
+            desired_revision=record.revision if record else None,
+            synced=byname.synced_expansion(ctx.repo, cloudlet),
         )
         if reaches_public_addresses(engine.provider):
             status = probed(status, stored_status(ctx.repo, cloudlet.name), time.time())
-        record = ctx.repo.get_desired(cloudlet.name)
-        status = attrs.evolve(status, desired_revision=record.revision if record else None)
     if args.json:
         emit_json(status_to_json(status))
     else:
@@ -147,10 +165,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every stored cloudlet: revisions, last sync, Ready."""
+    with context(args) as ctx:
+        rows = byname.run_list(ctx, args.json, out())
+    if rows is not None:
+        emit_json(rows)
+    return 0
+
+
+def _show_destroy_plan(plan: Plan) -> None:
+    """What goes, shown before the question (and with --yes, for the record)."""
+    if plan.empty:
+        out().print(f"{plan.cloudlet}: owns nothing at the site; only its stored state goes")
+    else:
+        print_plan(out(), plan)
+
+
 def cmd_destroy(args: argparse.Namespace) -> int:
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
-        engine = ctx.engine(cloudlet, listener=_listener(argparse.Namespace(json=False)))
+        engine = ctx.engine(
+            cloudlet, listener=_listener(argparse.Namespace(json=False), show_plan=False)
+        )
+        _show_destroy_plan(plan_actions(cloudlet.name, (), engine.observe(cloudlet.name)))
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CloudletError(
@@ -193,13 +231,23 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add("plan", cmd_plan, "show what sync would do; store nothing")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="plan FILE or a stored NAME against the last stored observation, "
+        "without reaching the site (says what it cannot know)",
+    )
     p = add("sync", cmd_sync, "store the desired state, then apply until converged")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "file", metavar="FILE|NAME", help="a file to store and sync, or a stored cloudlet's name"
+    )
     p.add_argument("--parallelism", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add("status", cmd_status, "observed resources, drift, conditions, port mappings")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", nargs="?", help="without a name: as list")
+    p.add_argument("--json", action="store_true")
+    p = add("list", cmd_list, "every stored cloudlet: revisions, last sync, Ready")
     p.add_argument("--json", action="store_true")
     p = add("destroy", cmd_destroy, "delete everything the cloudlet owns")
     p.add_argument("name", metavar="NAME")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from cloudlet.errors import NotFound
 from cloudlet.model.codec import structure
 from cloudlet.model.expand import expand
 from cloudlet.model.load import load_file
+from cloudlet.model.spec import Cloudlet
 from cloudlet.providers.openstack.heat import render_heat
 
 
@@ -58,17 +60,44 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    """Store an earlier revision as the desired state; with ``--sync``,
+    reconcile it at once (as ``sync NAME`` would)."""
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         entry = ctx.repo.get_revision(args.name, args.to)
         if entry is None:
+            if not ctx.repo.history(args.name):
+                raise NotFound(f"no cloudlet named {args.name!r} in {ctx.where}")
             raise NotFound(f"cloudlet {args.name!r} has no revision {args.to}")
         cloudlet = structure(entry.document)
         rev = store_desired(ctx.repo, cloudlet, lock_timeout=lock_timeout(), at=time.time())
+        then = (
+            "syncing it now"
+            if args.sync
+            else f"run 'cloudlet sync {args.name}' or let the daemon act on it"
+        )
         print(
             f"cloudlet {args.name}: desired state set back to revision {args.to} "
-            f"(now revision {rev}); run 'cloudlet sync' or let the daemon act on it"
+            f"(now revision {rev}); {then}",
+            flush=True,
         )
-    return 0
+        return _sync_now(ctx, cloudlet, rev) if args.sync else 0
+
+
+def _sync_now(ctx: Context, cloudlet: Cloudlet, revision: int) -> int:
+    """Reconcile the revision just stored; the summary as ``sync`` prints it."""
+    from rich.console import Console
+
+    from cloudlet.cmd.progress import PlainProgress, RichProgress
+    from cloudlet.cmd.render import print_sync
+
+    console = Console(highlight=False, soft_wrap=True)
+    progress = RichProgress if console.is_terminal else PlainProgress
+    engine = ctx.engine(cloudlet, listener=progress(console, show_plan=True))
+    signal.signal(signal.SIGTERM, lambda signum, frame: engine.stop.set())
+    report = engine.reconcile(cloudlet, revision)
+    engine.listener.close()
+    print_sync(console, report)
+    return 0 if report.converged else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -100,6 +129,9 @@ def register(add: Add) -> None:
     p = add("rollback", cmd_rollback, "store an earlier revision as the desired state")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--to", type=int, required=True, metavar="REV")
+    p.add_argument(
+        "--sync", action="store_true", help="then reconcile it now, as 'cloudlet sync NAME' does"
+    )
     p = add("export", cmd_export, "render the desired state for restricted sites")
     p.add_argument("format", choices=["heat"])
     p.add_argument("file", metavar="FILE")

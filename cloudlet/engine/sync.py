@@ -42,7 +42,7 @@ from cloudlet.shepherd.metrics import reaches_public_addresses
 from cloudlet.shepherd.probe import probed
 from cloudlet.shepherd.status import Status, build_status, with_sync
 from cloudlet.store.base import HeldLock
-from cloudlet.store.records import StateRepo, SyncRecord, lock_name
+from cloudlet.store.records import ObservedRecord, StateRepo, SyncRecord, lock_name
 
 log = logging.getLogger("cloudlet.engine")
 
@@ -323,6 +323,8 @@ class _Run:
         self.repo.put_sync(self.name, record)
         previous = stored_status(self.repo, self.name)
         if report.actual is not None:
+            observed = ObservedRecord(tuple(report.actual), at, report.revision)
+            self.repo.put_observed(self.name, observed)  # for plan --offline only
             status = build_status(
                 expansion, report.actual, at=at, last_sync=record, previous=previous
             )

@@ -8,9 +8,30 @@ from typing import Any
 import attrs
 import networkx as nx
 
-from cloudlet.model.resources import Observed, Resource
-from cloudlet.planner.diff import Change, Op, diff
+from cloudlet.model.resources import AttrValue, Observed, Resource
+from cloudlet.planner.diff import Change, Op, attr_changes, diff
 from cloudlet.planner.graph import Step, build_graph, ordered_steps
+
+#: What an operator reads of a new object, by kind, in this order
+#: (docs/resources.md): what it is built from and the addresses the spec
+#: chose for it. The plan's JSON carries every attribute; this is the short list.
+KEY_ATTRS: Mapping[str, tuple[str, ...]] = {
+    "subnet": ("cidr",),
+    "router": ("interfaces",),
+    "security-group": ("rules",),
+    "vip": ("subnet", "network"),
+    "port": ("subnet", "network", "securityGroups"),
+    "vm": ("image", "flavor"),
+    "floating-ip": ("target",),
+    "k8s-node": ("cluster", "role"),
+    "lb": ("type", "redundancy", "address"),
+    "lb-listener": ("protocol", "port", "publicPort", "targets"),
+}
+
+
+def json_value(value: AttrValue) -> Any:
+    """An attribute as JSON: tuples are lists."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 @attrs.frozen
@@ -30,7 +51,25 @@ class Action:
         current = self.change.current
         return current.uid if current is not None else None
 
+    def key_attrs(self) -> dict[str, AttrValue]:
+        """A create's key attributes (``KEY_ATTRS``); empty for other ops."""
+        want = self.change.desired
+        if self.op != "create" or want is None:
+            return {}
+        return {k: want.attrs[k] for k in KEY_ATTRS.get(want.kind, ()) if k in want.attrs}
+
+    def changes(self) -> list[tuple[str, AttrValue, AttrValue]]:
+        """(attribute, actual, desired) for each attribute an update or
+        replacement changes; empty for creates, deletes and pure rebuilds."""
+        want, have = self.change.desired, self.change.current
+        if self.op not in ("update", "replace") or want is None or have is None:
+            return []
+        return attr_changes(want, have)
+
     def to_json(self) -> dict[str, Any]:
+        """DESIGN.md's action, plus ``uid`` (the object acted on), ``attrs``
+        (a create's desired attributes) and ``changes`` (an update's or
+        replacement's attribute differences), each only where it applies."""
         out: dict[str, Any] = {
             "op": self.op,
             "id": self.id,
@@ -39,6 +78,15 @@ class Action:
         }
         if self.uid is not None:
             out["uid"] = self.uid
+        want = self.change.desired
+        if self.op == "create" and want is not None:
+            out["attrs"] = {k: json_value(v) for k, v in sorted(want.attrs.items())}
+        changes = self.changes()
+        if changes:
+            out["changes"] = [
+                {"attr": k, "actual": json_value(old), "desired": json_value(new)}
+                for k, old, new in changes
+            ]
         return out
 
 

@@ -15,14 +15,22 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from cloudlet.shepherd.status import Condition, PortMappingStatus, ResourceState, Status
+from cloudlet.model.resources import freeze_value
+from cloudlet.planner.plan import json_value
+from cloudlet.shepherd.status import (
+    AttrDiff,
+    Condition,
+    PortMappingStatus,
+    ResourceState,
+    Status,
+)
 from cloudlet.store.records import SyncRecord
 
 #: Fields left out of the JSON while they hold their default.
 _OPTIONAL = {
-    ResourceState: ("differs", "uid", "address"),
+    ResourceState: ("differs", "uid", "address", "changes"),
     SyncRecord: ("terminal",),
-    Status: ("desired_revision",),
+    Status: ("desired_revision", "pending"),
 }
 
 
@@ -30,8 +38,20 @@ def _camel(name: str) -> str:
     return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
 
 
+def _diff_to_json(d: AttrDiff) -> dict[str, Any]:
+    """An attribute's two values as JSON (tuples as lists)."""
+    return {"attr": d.attr, "actual": json_value(d.actual), "desired": json_value(d.desired)}
+
+
+def _diff_from_json(data: dict[str, Any], _: Any) -> AttrDiff:
+    actual, desired = data.get("actual"), data.get("desired")
+    return AttrDiff(data["attr"], freeze_value(actual), freeze_value(desired))
+
+
 def _converter() -> cattrs.Converter:
     conv = cattrs.Converter()
+    conv.register_unstructure_hook(AttrDiff, _diff_to_json)
+    conv.register_structure_hook(AttrDiff, _diff_from_json)
     for cls in (ResourceState, Condition, PortMappingStatus, SyncRecord, Status):
         names: dict[str, Any] = {
             a.name: override(

@@ -17,11 +17,22 @@ import attrs
 
 from cloudlet.model.expand import Expansion
 from cloudlet.model.kinds import BROKEN
-from cloudlet.model.resources import Observed
+from cloudlet.model.resources import AttrValue, Observed
 from cloudlet.planner.diff import attr_changes, group_observed
 from cloudlet.store.records import SyncRecord
 
-State = Literal["ready", "drifted", "missing", "duplicated", "orphan"]
+#: ``pending``: differs from the stored desired state only because that
+#: state is a revision not yet synced (it matches the last synced one).
+State = Literal["ready", "drifted", "missing", "duplicated", "orphan", "pending"]
+
+
+@attrs.frozen
+class AttrDiff:
+    """One attribute that differs: what the cloud has, what the spec wants."""
+
+    attr: str
+    actual: AttrValue
+    desired: AttrValue
 
 
 @attrs.frozen
@@ -34,6 +45,8 @@ class ResourceState:
     differs: tuple[str, ...] = ()
     uid: str | None = None
     address: str | None = None
+    #: The attribute-level differences behind ``differs`` (the planner's diff).
+    changes: tuple[AttrDiff, ...] = ()
 
 
 @attrs.frozen
@@ -75,6 +88,15 @@ class Status:
     observed_at: float
     #: The stored desired revision when the status was asked for (``status`` only).
     desired_revision: int | None = None
+    #: Ids that differ only because ``desired_revision`` is not synced yet.
+    pending: tuple[str, ...] = ()
+
+    @property
+    def revision_pending(self) -> bool:
+        """A desired revision is stored that no sync has reconciled yet."""
+        if self.desired_revision is None:
+            return False
+        return self.last_sync is None or self.last_sync.revision != self.desired_revision
 
     def condition(self, kind: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == kind), None)
@@ -96,11 +118,13 @@ def resource_states(expansion: Expansion, actual: Sequence[Observed]) -> list[Re
     for rid in sorted(set(want) | set(have)):
         objs = have.get(rid, [])
         state = _state(rid, want, objs)
-        differs: tuple[str, ...] = ()
+        changes: tuple[AttrDiff, ...] = ()
         if state == "ready":
-            differs = tuple(sorted(k for k, _, _ in attr_changes(want[rid], objs[0])))
-            differs += (BROKEN,) if BROKEN in objs[0].attrs else ()
-            state = "drifted" if differs else "ready"
+            changes = tuple(AttrDiff(*c) for c in attr_changes(want[rid], objs[0]))
+            if BROKEN in objs[0].attrs:
+                changes += (AttrDiff(BROKEN, objs[0].attrs[BROKEN], None),)
+            state = "drifted" if changes else "ready"
+        differs = tuple(sorted(c.attr for c in changes))
         address = objs[0].attrs.get("address") if objs else None
         out.append(
             ResourceState(
@@ -110,9 +134,25 @@ def resource_states(expansion: Expansion, actual: Sequence[Observed]) -> list[Re
                 differs,
                 objs[0].uid if objs else None,
                 None if address is None else str(address),
+                changes,
             )
         )
     return out
+
+
+def _pending(
+    states: Sequence[ResourceState], synced: Expansion | None, actual: Sequence[Observed]
+) -> list[ResourceState]:
+    """Mark ``pending`` what differs from the new desired state but matches
+    ``synced``, the last synced revision's expansion (None: never synced,
+    or that revision unreadable: every difference waits for the sync)."""
+    before = {r.id: r.state for r in resource_states(synced, actual)} if synced else {}
+    return [
+        attrs.evolve(r, state="pending")
+        if r.state != "ready" and before.get(r.id, "ready") == "ready"
+        else r
+        for r in states
+    ]
 
 
 def _public_addresses(expansion: Expansion, actual: Sequence[Observed]) -> dict[str, str | None]:
@@ -147,20 +187,31 @@ def _carry(new: Condition, previous: Status | None) -> Condition:
 
 
 def conditions(
-    drift: Sequence[str], last_sync: SyncRecord | None, at: float, previous: Status | None
+    drift: Sequence[str],
+    last_sync: SyncRecord | None,
+    at: float,
+    previous: Status | None,
+    pending: Sequence[str] = (),
 ) -> tuple[Condition, ...]:
     """Ready: matches its spec now. Synced: the last sync converged.
     Degraded: it differs from its spec and the last sync could not fix it,
-    or the last sync failed for good (an invalid spec waits for a new one)."""
+    or the last sync failed for good (an invalid spec waits for a new one).
+    ``pending`` differences (a revision not synced yet) make Ready False
+    with reason Pending, not Drifted, and never make it Degraded."""
     outcome = last_sync.outcome if last_sync else None
     message = last_sync.message if last_sync else ""
     terminal = bool(last_sync and last_sync.terminal)
     sync_reason = {"converged": "LastSyncSucceeded", "failed": "LastSyncFailed"}
     reason = "TerminalError" if terminal else sync_reason.get(str(outcome), "NeverSynced")
     degraded = (bool(drift) and outcome == "failed") or terminal
-    ready_msg = f"{len(drift)} resources differ from the desired state" if drift else ""
+    ready_msg = f"{_count(len(drift))} from the desired state" if drift else ""
+    ready_reason = "Drifted" if drift else ("Pending" if pending else "Converged")
+    if pending:
+        n = len(pending)
+        wait = f"{n} resource{'s' * (n != 1)} to change once the stored revision is synced"
+        ready_msg = f"{ready_msg}; {wait}" if ready_msg else wait
     fresh = (
-        Condition("Ready", _flag(not drift), "Drifted" if drift else "Converged", ready_msg, at),
+        Condition("Ready", _flag(not drift and not pending), ready_reason, ready_msg, at),
         Condition("Synced", _flag(outcome == "converged"), reason, message, at),
         Condition(
             "Degraded",
@@ -171,6 +222,10 @@ def conditions(
         ),
     )
     return tuple(_carry(c, previous) for c in fresh)
+
+
+def _count(n: int) -> str:
+    return f"{n} resource{'s' * (n != 1)} differ{'s' * (n == 1)}"
 
 
 def _flag(value: bool) -> Literal["True", "False"]:
@@ -184,17 +239,30 @@ def build_status(
     at: float,
     last_sync: SyncRecord | None,
     previous: Status | None = None,
+    desired_revision: int | None = None,
+    synced: Expansion | None = None,
 ) -> Status:
-    resources = tuple(resource_states(expansion, actual))
-    drift = tuple(r.id for r in resources if r.state != "ready")
+    """The status of ``actual`` against ``expansion``. With
+    ``desired_revision`` newer than ``last_sync``'s revision, what matches
+    ``synced`` (that revision's expansion) but not ``expansion`` is pending,
+    not drift: the operator stored a change that no sync has made yet."""
+    resources = resource_states(expansion, actual)
+    if desired_revision is not None and (
+        last_sync is None or last_sync.revision != desired_revision
+    ):
+        resources = _pending(resources, synced, actual)
+    drift = tuple(r.id for r in resources if r.state not in ("ready", "pending"))
+    pending = tuple(r.id for r in resources if r.state == "pending")
     return Status(
         cloudlet=expansion.cloudlet,
-        resources=resources,
+        resources=tuple(resources),
         drift=drift,
-        conditions=conditions(drift, last_sync, at, previous),
+        conditions=conditions(drift, last_sync, at, previous, pending),
         last_sync=last_sync,
         port_mappings=tuple(port_mappings(expansion, actual)),
         observed_at=at,
+        desired_revision=desired_revision,
+        pending=pending,
     )
 
 
@@ -204,5 +272,5 @@ def with_sync(status: Status, last_sync: SyncRecord, at: float) -> Status:
     return attrs.evolve(
         status,
         last_sync=last_sync,
-        conditions=conditions(status.drift, last_sync, at, status),
+        conditions=conditions(status.drift, last_sync, at, status, status.pending),
     )

@@ -10,6 +10,7 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
     /cloudlet/history/<name>/<rev:020d>      {"document": {...}, "at": t}
     /cloudlet/sync/<name>                    SyncRecord: the last reconcile's outcome
     /cloudlet/status/<name>                  {...}   what `cloudlet status` shows
+    /cloudlet/observed/<name>                {"at", "revision", "objects": [...]}
     /cloudlet/ports/<name>                   [PortMapping, ...]
     /cloudlet/journal/<name>/<step-key>      {"step", "op", "id", "uid"?, "at", "by"?}
 
@@ -27,6 +28,10 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
   outcome, terminal or not): what the daemon decides a resync from. The
   ``status`` beside it is Shepherd's display document; nothing reads it back
   to decide anything.
+- ``observed`` is the last observation a reconcile made (each object's
+  uid, tag, kind, attrs and deps), kept so that ``plan --offline`` can
+  preview a change while the site cannot be reached. Like the status it
+  is for operators only: the engine always observes afresh before acting.
 - ``journal`` holds steps that were started and not yet finished; after a
   crash the engine finds them here and re-observes those resources before
   retrying. One entry per step of the plan's graph, so steps on copies of
@@ -57,6 +62,7 @@ import cattrs
 
 from cloudlet.errors import ConflictError
 from cloudlet.model.ports import PortMapping
+from cloudlet.model.resources import Observed
 from cloudlet.store.base import Entry, Fence, Fences, Store, fence_list
 
 ROOT = "/cloudlet"
@@ -65,6 +71,7 @@ HISTORY = f"{ROOT}/history/"
 SYNC = f"{ROOT}/sync/"
 STATUS = f"{ROOT}/status/"
 PORTS = f"{ROOT}/ports/"
+OBSERVED = f"{ROOT}/observed/"
 JOURNAL = f"{ROOT}/journal/"
 
 _CAS_ATTEMPTS = 16
@@ -103,6 +110,37 @@ class SyncRecord:
     @property
     def converged(self) -> bool:
         return self.outcome == "converged"
+
+
+@attrs.frozen
+class ObservedRecord:
+    """The objects one reconcile saw, when, and under which desired revision."""
+
+    objects: tuple[Observed, ...]
+    at: float
+    revision: int | None = None
+
+
+def _observed_to_json(record: ObservedRecord) -> dict[str, Any]:
+    objects = [
+        {
+            "uid": o.uid,
+            "id": o.id,
+            "kind": o.kind,
+            "attrs": {k: list(v) if isinstance(v, tuple) else v for k, v in o.attrs.items()},
+            "deps": list(o.deps),
+        }
+        for o in record.objects
+    ]
+    return {"at": record.at, "revision": record.revision, "objects": objects}
+
+
+def _observed_from_json(data: dict[str, Any]) -> ObservedRecord:
+    objects = tuple(
+        Observed(o["uid"], o.get("id"), o["kind"], o.get("attrs", {}), tuple(o.get("deps", ())))
+        for o in data.get("objects", ())
+    )
+    return ObservedRecord(objects, float(data["at"]), data.get("revision"))
 
 
 @attrs.frozen
@@ -292,6 +330,15 @@ class StateRepo:
     def get_status(self, name: str) -> dict[str, Any] | None:
         return self._get_dict(STATUS + _check_name(name))
 
+    def put_observed(self, name: str, record: ObservedRecord) -> int:
+        data = encode(_observed_to_json(record))
+        return self.store.put(OBSERVED + _check_name(name), data, fence=self._fence(name))
+
+    def get_observed(self, name: str) -> ObservedRecord | None:
+        """The last reconcile's observation, for previews (``plan --offline``)."""
+        data = self._get_dict(OBSERVED + _check_name(name))
+        return None if data is None else _observed_from_json(data)
+
     def put_ports(self, name: str, mappings: Iterable[PortMapping]) -> int:
         data = _converter.unstructure(list(mappings), list[PortMapping])
         return self.store.put(PORTS + _check_name(name), encode(data), fence=self._fence(name))
@@ -362,7 +409,7 @@ class StateRepo:
         """Drop everything kept for a destroyed cloudlet except its history,
         so ``cloudlet history`` can still explain what it was."""
         self.delete_desired(name)
-        for prefix in (SYNC, STATUS, PORTS):
+        for prefix in (SYNC, STATUS, OBSERVED, PORTS):
             self.store.delete(prefix + name)
         self.journal_clear(name)
 
