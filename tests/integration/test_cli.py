@@ -68,7 +68,9 @@ def test_plan_sync_status(state_dir: Path) -> None:
     ids = [a["id"] for a in plan["actions"]]
     assert not duplicates(ids)
     for action in plan["actions"]:
-        assert set(action) == {"op", "id", "reason", "after"}, action
+        # DESIGN.md's keys, and (issue 11) a create's desired attributes.
+        assert set(action) == {"op", "id", "reason", "after", "attrs"}, action
+        assert isinstance(action["attrs"], dict), action
         assert action["op"] == "create"
         assert re.fullmatch(r"[a-z0-9-]+/[a-z0-9.-]+", action["id"]), action
         assert isinstance(action["reason"], str) and action["reason"]

@@ -138,6 +138,7 @@ def test_plan_json_shape():
         "id": "subnet/internal",
         "reason": "does not exist",
         "after": ["network/internal"],
+        "attrs": {"cidr": "10.10.0.0/24", "network": "network/internal"},  # issue 11
     }
 
 
