@@ -164,8 +164,8 @@ def offline_plan(repo: StateRepo, cloudlet: Cloudlet, where: str) -> tuple[Plan,
     observed = repo.get_observed(cloudlet.name)
     if observed is None:
         raise NotFound(
-            f"no stored observation of cloudlet {cloudlet.name} in {where}: "
-            f"plan --offline needs one sync of it first, while the site is reachable"
+            f"no stored observation of cloudlet {cloudlet.name} in {where}: run "
+            f"'cloudlet sync {cloudlet.name}' once while the site is reachable"
         )
     expansion = expand(cloudlet, repo.get_ports(cloudlet.name))
     return plan_actions(cloudlet.name, expansion.resources, observed.objects), observed

@@ -206,8 +206,10 @@ def test_plan_offline_previews_against_the_last_observation(
     ok(cli("apply", NO_ROUTER, state_dir=state_dir))
     proc = ok(cli("plan", "--offline", NAME, state_dir=state_dir), 1)
     assert "no stored observation" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    hint = re.search(r"run '(cloudlet [^']+)'", proc.stderr)
+    assert hint and hint[1] == f"cloudlet sync {NAME}", describe(proc)
 
-    synced(state_dir)
+    ok(cli(*hint[1].split()[1:], "--yes", state_dir=state_dir))  # the hint works
     assert ok(cli("plan", "--offline", NAME, state_dir=state_dir), 0)
     bigger = edited_copy(NO_ROUTER, tmp_path / "b.yaml", "flavor: m1.small", "flavor: m1.large")
     cut_off = unreachable(bigger, tmp_path / "cut.yaml")
