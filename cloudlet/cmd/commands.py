@@ -8,30 +8,29 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from rich.console import Console
 
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
-from cloudlet.cmd.graphout import write_graph
-from cloudlet.cmd.progress import PlainProgress, RichProgress
-from cloudlet.cmd.render import print_plan, print_status, print_sync
-from cloudlet.engine.desired import store_desired
-from cloudlet.engine.sync import QuietListener, SyncListener, SyncOptions, stored_status
 from cloudlet.errors import CloudletError
 from cloudlet.model.load import load_file
-from cloudlet.shepherd.codec import status_to_json
-from cloudlet.shepherd.metrics import reaches_public_addresses
-from cloudlet.shepherd.probe import probed
-from cloudlet.shepherd.status import build_status
+
+# The engine, the planner (networkx), the shepherd and rich load inside the
+# handlers that use them: `--version`, `--help` and `validate` start fast.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cloudlet.engine.sync import SyncListener
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def out() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
@@ -53,13 +52,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed = True
             continue
         names = ", ".join(c.name for c in cloudlets)
-        out().print(
+        print(  # plain: rich would cost validate its start-up (and read [..] as markup)
             f"{path}: valid ({len(cloudlets)} cloudlet{'s' * (len(cloudlets) != 1)}: {names})"
         )
     return 1 if failed else 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.render import print_plan
+
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         plans = [ctx.engine(c).plan(c) for c in cloudlets]
@@ -73,6 +74,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _listener(args: argparse.Namespace, *, show_plan: bool = True) -> SyncListener:
+    from cloudlet.cmd.progress import PlainProgress, RichProgress
+    from cloudlet.engine.sync import QuietListener
+
     if args.json:
         return QuietListener()
     console = out()
@@ -95,6 +99,9 @@ def _install_sigterm(stop: Any) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Store the file's desired state, then reconcile it."""
+    from cloudlet.cmd.render import print_plan, print_sync
+    from cloudlet.engine.sync import SyncOptions
+
     cloudlets = load_file(args.file)
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
@@ -124,6 +131,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.render import print_status
+    from cloudlet.engine.sync import stored_status
+    from cloudlet.shepherd.codec import status_to_json
+    from cloudlet.shepherd.metrics import reaches_public_addresses
+    from cloudlet.shepherd.probe import probed
+    from cloudlet.shepherd.status import build_status
+
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(cloudlet)
@@ -148,6 +162,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.render import print_sync
+
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(cloudlet, listener=_listener(argparse.Namespace(json=False)))
@@ -165,6 +181,8 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.graphout import write_graph
+
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         plan = ctx.engine(cloudlets[0]).plan(cloudlets[0])
@@ -173,6 +191,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from cloudlet.engine.desired import store_desired
+
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         for c in cloudlets:

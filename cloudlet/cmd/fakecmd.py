@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from cloudlet.cmd.context import Context
-from cloudlet.providers.fake import FakeCloud
+
+if TYPE_CHECKING:
+    from cloudlet.providers.fake import FakeCloud
 
 
 def _cloud(args: argparse.Namespace) -> FakeCloud:
+    from cloudlet.providers.fake import FakeCloud
+
     ctx = Context.from_args(args.state_dir, args.etcd)
     return FakeCloud(ctx.state_dir / "fake-cloud.db")
 

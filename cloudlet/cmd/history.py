@@ -13,12 +13,9 @@ from typing import Any
 import yaml
 
 from cloudlet.cmd.context import Context, lock_timeout
-from cloudlet.engine.desired import store_desired
 from cloudlet.errors import NotFound
 from cloudlet.model.codec import structure
-from cloudlet.model.expand import expand
 from cloudlet.model.load import load_file
-from cloudlet.providers.openstack.heat import render_heat
 
 
 def as_yaml(document: dict[str, Any]) -> str:
@@ -58,6 +55,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from cloudlet.engine.desired import store_desired
+
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         entry = ctx.repo.get_revision(args.name, args.to)
         if entry is None:
@@ -73,6 +72,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """The file's cloudlets as Heat templates, with the ports the store allocated."""
+    from cloudlet.model.expand import expand
+    from cloudlet.providers.openstack.heat import render_heat
+
     cloudlets = load_file(args.file)
     texts = []
     with Context.from_args(args.state_dir, args.etcd) as ctx:
