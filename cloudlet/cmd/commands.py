@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from cloudlet.cmd import helptext
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
@@ -203,30 +204,40 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=helptext.epilog(name),
+            formatter_class=helptext.Formatter,
+        )
         p.set_defaults(handler=handler)
         return p
 
     add("validate", cmd_validate, "parse and check cloudlet files").add_argument(
-        "files", nargs="+", metavar="FILE"
+        "files", nargs="+", metavar="FILE", help="cloudlet YAML files (several per file allowed)"
     )
     p = add("plan", cmd_plan, "show what sync would do; store nothing")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p = add("sync", cmd_sync, "store the desired state, then apply until converged")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--parallelism", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
+    p.add_argument("--parallelism", type=int, default=10, help="provider calls at once")
+    p.add_argument(
+        "--json", action="store_true", help="print the sync's report as JSON, no progress"
+    )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add("status", cmd_status, "observed resources, drift, conditions, port mappings")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("name", metavar="NAME", help="a stored cloudlet's name")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
     p = add("destroy", cmd_destroy, "delete everything the cloudlet owns")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--yes", "-y", action="store_true")
+    p.add_argument("name", metavar="NAME", help="a stored cloudlet's name")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add("graph", cmd_graph, "draw the plan's dependency graph")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
     p.add_argument("-o", "--output", default="-", help="out.dot, out.svg or out.png (- = DOT)")
-    add("apply", cmd_apply, "store the desired state only").add_argument("file", metavar="FILE")
+    add("apply", cmd_apply, "store the desired state only").add_argument(
+        "file", metavar="FILE", help="the cloudlets' YAML file"
+    )
     history_cmd.register(add)
     reconcile_cmd.register(add)

@@ -95,14 +95,18 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 
 def register(add: Add) -> None:
-    add("get", cmd_get, "print the stored desired state").add_argument("name", metavar="NAME")
+    add("get", cmd_get, "print the stored desired state").add_argument(
+        "name", metavar="NAME", help="a stored cloudlet's name"
+    )
     p = add("history", cmd_history, "desired-state revisions with diffs")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a stored cloudlet's name")
     p.add_argument("--brief", action="store_true", help="revisions only, no diffs")
     p = add("rollback", cmd_rollback, "store an earlier revision as the desired state")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--to", type=int, required=True, metavar="REV")
+    p.add_argument("name", metavar="NAME", help="a stored cloudlet's name")
+    p.add_argument(
+        "--to", type=int, required=True, metavar="REV", help="the revision to go back to"
+    )
     p = add("export", cmd_export, "render the desired state for restricted sites")
-    p.add_argument("format", choices=["heat"])
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("-o", "--output", default="-")
+    p.add_argument("format", choices=["heat"], help="the template language (heat)")
+    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
+    p.add_argument("-o", "--output", default="-", help="the template's file (- = stdout)")

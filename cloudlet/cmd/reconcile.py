@@ -74,8 +74,10 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=4, help="cloudlets reconciled at once")
     p.add_argument("--parallelism", type=int, default=10, help="provider calls per cloudlet")
     p.add_argument("--poll", type=float, default=0.1, help="seconds between store polls")
-    p.add_argument("--metrics-port", type=int, default=None)
-    p.add_argument("--metrics-addr", default="127.0.0.1")
+    p.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics on this port (default off)"
+    )
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="the metrics' listen address")
     p.add_argument("--replica-id", default=None, help="this replica's name (host-pid)")
     p.add_argument(
         "--lease-ttl",
