@@ -127,8 +127,9 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "completion": (
         (
-            "source <(cloudlet completion bash)",
+            "cloudlet completion bash > /etc/bash_completion.d/cloudlet",
             "cloudlet completion zsh > ~/.zfunc/_cloudlet   # a folder in $fpath",
+            "source <(cloudlet completion bash)             # this shell only",
         ),
         ("  0    script printed", STATUS_ERROR),
     ),
