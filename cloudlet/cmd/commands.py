@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from cloudlet.cmd import completion, helptext
+from cloudlet.cmd import completion, helptext, schemacmd
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
@@ -242,3 +242,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     history_cmd.register(add)
     reconcile_cmd.register(add)
     completion.register(add)
+    schemacmd.register(add)
