@@ -105,6 +105,8 @@ def main() -> None:
         env = environment(cache)
         floor = wall([sys.executable, "-c", "pass"], env, args.runs)
         print("== start-up (median of", args.runs, "runs; target <", TARGET_S, "s)")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"  load average {load} on {os.cpu_count()} cores (busy cores slow every figure)")
         print(f"  python -c pass        {floor * 1000:7.1f} ms  (the interpreter alone)")
         for title, rest in COMMANDS.items():
             argv = [sys.executable, "-m", "cloudlet", *rest]

@@ -17,16 +17,24 @@ from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.errors import CloudletError
-from cloudlet.model.load import load_file
 
 # The engine, the planner (networkx), the shepherd and rich load inside the
-# handlers that use them: `--version`, `--help` and `validate` start fast.
+# handlers that use them, the model (cattrs, PyYAML) in load_file: `--version`
+# and `--help` load none of them, `validate` only the model.
 if TYPE_CHECKING:
     from rich.console import Console
 
     from cloudlet.engine.sync import SyncListener
+    from cloudlet.model.spec import Cloudlet
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def load_file(path: str) -> list[Cloudlet]:
+    """The cloudlets of the file at ``path`` (:func:`cloudlet.model.load.load_file`)."""
+    from cloudlet.model.load import load_file as load
+
+    return load(path)
 
 
 def out() -> Console:

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 import attrs
 
 from cloudlet.errors import CloudletError, NotFound
-from cloudlet.model.codec import structure
-from cloudlet.model.spec import Cloudlet, Platform
 
-# The engine (and through it the planner), the stores and the providers load
-# when a command first needs them, not when the parser is built.
+# The engine (and through it the planner), the stores, the providers and the
+# model's codec load when a command first needs them, not when the parser is built.
 if TYPE_CHECKING:
     from cloudlet.engine.sync import Engine, SyncListener, SyncOptions
+    from cloudlet.model.spec import Cloudlet, Platform
     from cloudlet.providers.base import Provider
     from cloudlet.store.base import Store
     from cloudlet.store.records import StateRepo
@@ -100,6 +99,8 @@ class Context:
         record = self.repo.get_desired(name)
         if record is None:
             raise NotFound(f"no cloudlet named {name!r} in {self.where}")
+        from cloudlet.model.codec import structure
+
         return structure(record.document)
 
     def __enter__(self) -> Context:

@@ -10,15 +10,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.errors import NotFound
-from cloudlet.model.codec import structure
-from cloudlet.model.load import load_file
 
 
 def as_yaml(document: dict[str, Any]) -> str:
+    import yaml  # PyYAML loads only for the commands that print YAML
+
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
@@ -56,6 +54,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from cloudlet.engine.desired import store_desired
+    from cloudlet.model.codec import structure
 
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         entry = ctx.repo.get_revision(args.name, args.to)
@@ -72,7 +71,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """The file's cloudlets as Heat templates, with the ports the store allocated."""
+    import yaml
+
     from cloudlet.model.expand import expand
+    from cloudlet.model.load import load_file
     from cloudlet.providers.openstack.heat import render_heat
 
     cloudlets = load_file(args.file)

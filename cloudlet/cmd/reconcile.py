@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from cloudlet.cmd.context import Context
 from cloudlet.errors import CloudletError
-from cloudlet.model.spec import Cloudlet
 
 if TYPE_CHECKING:
+    from cloudlet.model.spec import Cloudlet
     from cloudlet.providers.base import Provider
 
 log = logging.getLogger("cloudlet.daemon")

@@ -78,6 +78,12 @@ def test_light_commands_load_no_heavy_library(argv: list[str]) -> None:
     assert not loaded & set(HEAVY), f"{' '.join(argv)} loaded {sorted(loaded & set(HEAVY))}"
 
 
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["sync", "--help"]], ids=" ".join)
+def test_version_and_help_do_not_even_load_the_model(argv: list[str]) -> None:
+    loaded = set(run(*argv)["loaded"])  # type: ignore[arg-type]
+    assert not loaded & {"yaml", "cattrs", "cloudlet.model"}
+
+
 FAKE = """\
 apiVersion: cloudlet/v1
 kind: Cloudlet
