@@ -17,6 +17,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# What the demos need and nothing more: cloudlet and its run-time libraries,
+# no test or lint tools (`make test` and the rest install the dev extra).
+RUN_STAMP := $(VENV)/.runtime-stamp
+$(RUN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUN_STAMP)
+
 # Graphviz draws `cloudlet graph -o x.svg`; the tests draw one.
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { \
@@ -78,13 +87,13 @@ test: $(STAMP) system-deps dataplane-deps vcsim openstack-cloud lint typecheck l
 demo-etcd: $(STAMP)
 	$(BIN)/python scripts/demo_etcd.py
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	DEMO_STATE=$(DEMO_STATE) CLOUDLET=$(BIN)/cloudlet bash scripts/demo.sh
 
-demo-local: $(STAMP) dataplane-deps
+demo-local: $(RUN_STAMP) dataplane-deps
 	$(BIN)/python scripts/demo_local.py
 
-demo-openstack: $(STAMP)
+demo-openstack: $(RUN_STAMP)
 	DEMO_STATE=$(DEMO_STATE)-openstack CLOUDLET=$(BIN)/cloudlet PYTHON_BIN=$(BIN)/python \
 	  bash scripts/demo_openstack.sh
 
@@ -95,6 +104,7 @@ soak: $(STAMP) system-deps vcsim
 		tests/property tests/integration/test_vsphere_e2e.py -k "not without_credentials"
 
 bench: $(STAMP) vcsim dataplane-deps
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/daemon.py
 	$(BIN)/python bench/daemon_etcd.py

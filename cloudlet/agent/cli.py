@@ -9,7 +9,6 @@ import logging
 import sys
 from pathlib import Path
 
-from cloudlet.agent.agent import Agent, serve
 from cloudlet.agent.sourcekinds import SOURCE_KINDS, SourceSpecError, parse_source
 
 DESCRIPTION = (
@@ -40,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         print("cloudlet lb-agent: --interval must be positive", file=sys.stderr)
         return 2
+    from cloudlet.agent.agent import Agent, serve  # the parser is built without it
+
     runtime = Path(args.runtime_dir)
     report = Path(args.report) if args.report else runtime / "report.json"
     logging.getLogger("cloudlet.agent").setLevel(logging.INFO)

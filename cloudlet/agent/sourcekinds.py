@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cloudlet.agent.openstack_source import METADATA_URL, OpenstackSource
-from cloudlet.agent.sources import FileSource, Source
-from cloudlet.agent.vsphere_source import VsphereSource
+# Each reader loads when its kind is chosen: the table itself is read by
+# ``cloudlet --help``, which should not pay for urllib and the readers.
+if TYPE_CHECKING:
+    from cloudlet.agent.sources import Source
 
 
 class SourceSpecError(ValueError):
@@ -23,17 +25,23 @@ class SourceSpecError(ValueError):
 def _file(argument: str) -> Source:
     if not argument:
         raise SourceSpecError("file: needs a path (file:/path/to/lb.json)")
+    from cloudlet.agent.sources import FileSource
+
     return FileSource(Path(argument))
 
 
 def _openstack(argument: str) -> Source:
     """``openstack`` (the metadata service), ``openstack:URL``, or
     ``openstack:PATH`` (a meta_data.json or a config drive's mount point)."""
+    from cloudlet.agent.openstack_source import METADATA_URL, OpenstackSource
+
     return OpenstackSource(argument or METADATA_URL)
 
 
 def _vsphere(argument: str) -> Source:
     """``vsphere`` (``vmware-rpctool``) or ``vsphere:COMMAND`` (e.g. ``vmtoolsd --cmd``)."""
+    from cloudlet.agent.vsphere_source import VsphereSource
+
     return VsphereSource(tuple(argument.split()) or ("vmware-rpctool",))
 
 

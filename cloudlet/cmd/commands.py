@@ -8,31 +8,37 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from cloudlet.cmd import byname
+from cloudlet.cmd import completion, helptext, schemacmd
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
-from cloudlet.cmd.graphout import write_graph
-from cloudlet.cmd.progress import PlainProgress, RichProgress
-from cloudlet.cmd.render import print_plan, print_status, print_sync
-from cloudlet.engine.desired import store_desired
-from cloudlet.engine.sync import QuietListener, SyncListener, SyncOptions, stored_status
 from cloudlet.errors import CloudletError
-from cloudlet.model.load import load_file
-from cloudlet.planner import Plan, plan_actions
-from cloudlet.shepherd.codec import status_to_json
-from cloudlet.shepherd.metrics import reaches_public_addresses
-from cloudlet.shepherd.probe import probed
-from cloudlet.shepherd.status import build_status
+
+# The engine, the planner (networkx), the shepherd and rich load inside the
+# handlers that use them, the model (cattrs, PyYAML) in load_file: `--version`
+# and `--help` load none of them, `validate` only the model.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cloudlet.engine.sync import SyncListener
+    from cloudlet.model.spec import Cloudlet
+    from cloudlet.planner import Plan
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+def load_file(path: str) -> list[Cloudlet]:
+    """The cloudlets of the file at ``path`` (:func:`cloudlet.model.load.load_file`)."""
+    from cloudlet.model.load import load_file as load
+
+    return load(path)
+
+
 def out() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
@@ -54,7 +60,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed = True
             continue
         names = ", ".join(c.name for c in cloudlets)
-        out().print(
+        print(  # plain: rich would cost validate its start-up (and read [..] as markup)
             f"{path}: valid ({len(cloudlets)} cloudlet{'s' * (len(cloudlets) != 1)}: {names})"
         )
     return 1 if failed else 0
@@ -63,6 +69,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.offline:
         return cmd_plan_offline(args)
+    from cloudlet.cmd.render import print_plan
+
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         plans = [ctx.engine(c).plan(c) for c in cloudlets]
@@ -77,6 +85,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_plan_offline(args: argparse.Namespace) -> int:
     """``plan --offline NAME|FILE``: against the last stored observation."""
+    from cloudlet.cmd import byname
+
     with context(args) as ctx:
         plans, docs = byname.run_offline(ctx, args.file, args.json, out())
     if args.json:
@@ -85,6 +95,9 @@ def cmd_plan_offline(args: argparse.Namespace) -> int:
 
 
 def _listener(args: argparse.Namespace, *, show_plan: bool = True) -> SyncListener:
+    from cloudlet.cmd.progress import PlainProgress, RichProgress
+    from cloudlet.engine.sync import QuietListener
+
     if args.json:
         return QuietListener()
     console = out()
@@ -108,6 +121,10 @@ def _install_sigterm(stop: Any) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Store the file's desired state, then reconcile it; or reconcile the
     stored desired state of the cloudlet named (``sync NAME``)."""
+    from cloudlet.cmd import byname
+    from cloudlet.cmd.render import print_plan, print_sync
+    from cloudlet.engine.sync import SyncOptions
+
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
     options = SyncOptions(parallelism=args.parallelism, lock_timeout=lock_timeout())
@@ -139,8 +156,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from cloudlet.cmd import byname
+
     if args.name is None:
         return cmd_list(args)
+    from cloudlet.cmd.render import print_status
+    from cloudlet.engine.sync import stored_status
+    from cloudlet.shepherd.codec import status_to_json
+    from cloudlet.shepherd.metrics import reaches_public_addresses
+    from cloudlet.shepherd.probe import probed
+    from cloudlet.shepherd.status import build_status
+
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(cloudlet)
@@ -167,6 +193,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Every stored cloudlet: revisions, last sync, Ready."""
+    from cloudlet.cmd import byname
+
     with context(args) as ctx:
         rows = byname.run_list(ctx, args.json, out())
     if rows is not None:
@@ -176,6 +204,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _show_destroy_plan(plan: Plan) -> None:
     """What goes, shown before the question (and with --yes, for the record)."""
+    from cloudlet.cmd.render import print_plan
+
     if plan.empty:
         out().print(f"{plan.cloudlet}: owns nothing at the site; only its stored state goes")
     else:
@@ -183,6 +213,9 @@ def _show_destroy_plan(plan: Plan) -> None:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.render import print_sync
+    from cloudlet.planner import plan_actions
+
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(
@@ -203,6 +236,8 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.graphout import write_graph
+
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         plan = ctx.engine(cloudlets[0]).plan(cloudlets[0])
@@ -211,6 +246,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from cloudlet.engine.desired import store_desired
+
     cloudlets = load_file(args.file)
     with context(args) as ctx:
         for c in cloudlets:
@@ -221,16 +258,24 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=helptext.epilog(name),
+            formatter_class=helptext.Formatter,
+        )
         p.set_defaults(handler=handler)
         return p
 
     add("validate", cmd_validate, "parse and check cloudlet files").add_argument(
-        "files", nargs="+", metavar="FILE"
+        "files", nargs="+", metavar="FILE", help="cloudlet YAML files (several per file allowed)"
     )
     p = add("plan", cmd_plan, "show what sync would do; store nothing")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "file", metavar="FILE", help="the cloudlets' YAML file (with --offline: or a stored NAME)"
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument(
         "--offline",
         action="store_true",
@@ -241,20 +286,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "file", metavar="FILE|NAME", help="a file to store and sync, or a stored cloudlet's name"
     )
-    p.add_argument("--parallelism", type=int, default=10)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--parallelism", type=int, default=10, help="provider calls at once")
+    p.add_argument(
+        "--json", action="store_true", help="print the sync's report as JSON, no progress"
+    )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add("status", cmd_status, "observed resources, drift, conditions, port mappings")
-    p.add_argument("name", metavar="NAME", nargs="?", help="without a name: as list")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "name", metavar="NAME", nargs="?", help="a stored cloudlet's name (none: as list)"
+    )
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
     p = add("list", cmd_list, "every stored cloudlet: revisions, last sync, Ready")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
     p = add("destroy", cmd_destroy, "delete everything the cloudlet owns")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--yes", "-y", action="store_true")
+    p.add_argument("name", metavar="NAME", help="a stored cloudlet's name")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p = add("graph", cmd_graph, "draw the plan's dependency graph")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
     p.add_argument("-o", "--output", default="-", help="out.dot, out.svg or out.png (- = DOT)")
-    add("apply", cmd_apply, "store the desired state only").add_argument("file", metavar="FILE")
+    add("apply", cmd_apply, "store the desired state only").add_argument(
+        "file", metavar="FILE", help="the cloudlets' YAML file"
+    )
     history_cmd.register(add)
     reconcile_cmd.register(add)
+    completion.register(add)
+    schemacmd.register(add)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
-from cloudlet.engine.sync import Engine, QuietListener, SyncListener, SyncOptions
 from cloudlet.errors import CloudletError, NotFound
-from cloudlet.model.codec import structure
-from cloudlet.model.spec import Cloudlet, Platform
-from cloudlet.providers.base import Provider
-from cloudlet.providers.registry import make_provider
-from cloudlet.store.base import Store
-from cloudlet.store.records import StateRepo
-from cloudlet.store.sqlite import open_store
+
+# The engine (and through it the planner), the stores, the providers and the
+# model's codec load when a command first needs them, not when the parser is built.
+if TYPE_CHECKING:
+    from cloudlet.engine.sync import Engine, SyncListener, SyncOptions
+    from cloudlet.model.spec import Cloudlet, Platform
+    from cloudlet.providers.base import Provider
+    from cloudlet.store.base import Store
+    from cloudlet.store.records import StateRepo
 
 
 def lock_timeout() -> float:
@@ -52,6 +54,8 @@ class Context:
     @property
     def repo(self) -> StateRepo:
         if self._repo is None:
+            from cloudlet.store.records import StateRepo
+
             self._repo = StateRepo(self._open_store())
         return self._repo
 
@@ -60,6 +64,8 @@ class Context:
             from cloudlet.store.etcd import open_etcd  # grpc loads only when used
 
             return open_etcd(self.etcd)
+        from cloudlet.store.sqlite import open_store
+
         return open_store(self.state_dir)
 
     @property
@@ -69,6 +75,8 @@ class Context:
     def provider(self, platform: Platform) -> Provider:
         key = repr(platform)
         if key not in self._providers:
+            from cloudlet.providers.registry import make_provider
+
             self._providers[key] = make_provider(platform, self.state_dir)
         return self._providers[key]
 
@@ -78,6 +86,8 @@ class Context:
         options: SyncOptions | None = None,
         listener: SyncListener | None = None,
     ) -> Engine:
+        from cloudlet.engine.sync import Engine, QuietListener, SyncOptions
+
         return Engine(
             self.repo,
             self.provider(cloudlet.spec.platform),
@@ -89,6 +99,8 @@ class Context:
         record = self.repo.get_desired(name)
         if record is None:
             raise NotFound(f"no cloudlet named {name!r} in {self.where}")
+        from cloudlet.model.codec import structure
+
         return structure(record.document)
 
     def __enter__(self) -> Context:

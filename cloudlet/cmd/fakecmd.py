@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
+from cloudlet.cmd import helptext
 from cloudlet.cmd.context import Context
-from cloudlet.providers.fake import FakeCloud
+
+if TYPE_CHECKING:
+    from cloudlet.providers.fake import FakeCloud
 
 
 def _cloud(args: argparse.Namespace) -> FakeCloud:
+    from cloudlet.providers.fake import FakeCloud
+
     ctx = Context.from_args(args.state_dir, args.etcd)
     return FakeCloud(ctx.state_dir / "fake-cloud.db")
 
@@ -59,22 +65,28 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    fake = sub.add_parser("fake", help="inspect or change the simulated cloud out of band")
+    fake = sub.add_parser(
+        "fake",
+        help="inspect or change the simulated cloud out of band",
+        description="inspect or change the simulated cloud (platform type fake) out of band",
+        epilog=helptext.epilog("fake"),
+        formatter_class=helptext.Formatter,
+    )
     fsub = fake.add_subparsers(dest="fake_command", required=True, metavar="ACTION")
     p = fsub.add_parser("ls", help="list the cloudlet's simulated objects")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("name", metavar="NAME", help="the cloudlet's name")
+    p.add_argument("--json", action="store_true", help="print the objects as JSON")
     p.set_defaults(handler=cmd_ls)
     p = fsub.add_parser("rm", help="delete an object (uid or kind/name) out of band")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("name", metavar="NAME", help="the cloudlet's name")
+    p.add_argument("id", metavar="ID", help="the object's uid or kind/name (vm/web-0)")
     p.set_defaults(handler=cmd_rm)
     p = fsub.add_parser("cp", help="duplicate an object (uid or kind/name) out of band")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("name", metavar="NAME", help="the cloudlet's name")
+    p.add_argument("id", metavar="ID", help="the object's uid or kind/name (vm/web-0)")
     p.set_defaults(handler=cmd_cp)
     p = fsub.add_parser("set", help="change an attribute out of band")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("id", metavar="ID")
-    p.add_argument("assignment", metavar="KEY=VALUE")
+    p.add_argument("name", metavar="NAME", help="the cloudlet's name")
+    p.add_argument("id", metavar="ID", help="the object's uid or kind/name (vm/web-0)")
+    p.add_argument("assignment", metavar="KEY=VALUE", help="the attribute and its new value")
     p.set_defaults(handler=cmd_set)

@@ -9,21 +9,18 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from cloudlet.cmd.context import Context, lock_timeout
-from cloudlet.engine.desired import store_desired
 from cloudlet.errors import NotFound
-from cloudlet.model.codec import structure
-from cloudlet.model.expand import expand
-from cloudlet.model.load import load_file
-from cloudlet.model.spec import Cloudlet
-from cloudlet.providers.openstack.heat import render_heat
+
+if TYPE_CHECKING:
+    from cloudlet.model.spec import Cloudlet
 
 
 def as_yaml(document: dict[str, Any]) -> str:
+    import yaml  # PyYAML loads only for the commands that print YAML
+
     return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
@@ -62,6 +59,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     """Store an earlier revision as the desired state; with ``--sync``,
     reconcile it at once (as ``sync NAME`` would)."""
+    from cloudlet.engine.desired import store_desired
+    from cloudlet.model.codec import structure
+
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         entry = ctx.repo.get_revision(args.name, args.to)
         if entry is None:
@@ -102,6 +102,12 @@ def _sync_now(ctx: Context, cloudlet: Cloudlet, revision: int) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """The file's cloudlets as Heat templates, with the ports the store allocated."""
+    import yaml
+
+    from cloudlet.model.expand import expand
+    from cloudlet.model.load import load_file
+    from cloudlet.providers.openstack.heat import render_heat
+
     cloudlets = load_file(args.file)
     texts = []
     with Context.from_args(args.state_dir, args.etcd) as ctx:
@@ -122,17 +128,21 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 
 def register(add: Add) -> None:
-    add("get", cmd_get, "print the stored desired state").add_argument("name", metavar="NAME")
+    add("get", cmd_get, "print the stored desired state").add_argument(
+        "name", metavar="NAME", help="a stored cloudlet's name"
+    )
     p = add("history", cmd_history, "desired-state revisions with diffs")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="a stored cloudlet's name")
     p.add_argument("--brief", action="store_true", help="revisions only, no diffs")
     p = add("rollback", cmd_rollback, "store an earlier revision as the desired state")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--to", type=int, required=True, metavar="REV")
+    p.add_argument("name", metavar="NAME", help="a stored cloudlet's name")
+    p.add_argument(
+        "--to", type=int, required=True, metavar="REV", help="the revision to go back to"
+    )
     p.add_argument(
         "--sync", action="store_true", help="then reconcile it now, as 'cloudlet sync NAME' does"
     )
     p = add("export", cmd_export, "render the desired state for restricted sites")
-    p.add_argument("format", choices=["heat"])
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("-o", "--output", default="-")
+    p.add_argument("format", choices=["heat"], help="the template language (heat)")
+    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
+    p.add_argument("-o", "--output", default="-", help="the template's file (- = stdout)")

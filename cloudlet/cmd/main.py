@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 
 from cloudlet import __version__
-from cloudlet.cmd import agentcmd, commands, fakecmd
+from cloudlet.cmd import agentcmd, commands, fakecmd, helptext
 from cloudlet.errors import CloudletError, SpecError
 
 
@@ -44,13 +44,22 @@ def setup_logging(verbose: bool, fmt: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="cloudlet", description="Declarative state sync for edge cloudlets."
+        prog="cloudlet",
+        description="Declarative state sync for edge cloudlets.",
+        epilog=helptext.ROOT,
+        formatter_class=helptext.Formatter,
     )
     p.add_argument("--version", action="version", version=f"cloudlet {__version__}")
-    p.add_argument("--state-dir", help="embedded store directory (env CLOUDLET_STATE_DIR)")
+    p.add_argument(
+        "--state-dir",
+        help="embedded store directory (env CLOUDLET_STATE_DIR; "
+        "default $XDG_STATE_HOME/cloudlet, else ~/.local/state/cloudlet)",
+    )
     p.add_argument("--etcd", help="etcd endpoints HOST:PORT[,...] (env CLOUDLET_ETCD)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--log-format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log lines on stderr"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
     fakecmd.register(sub)

@@ -9,20 +9,24 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudlet.cmd.context import Context
-from cloudlet.engine.daemon import Daemon, DaemonOptions
 from cloudlet.errors import CloudletError
-from cloudlet.model.spec import Cloudlet
-from cloudlet.providers.base import Provider
-from cloudlet.shepherd.metrics import Metrics
-from cloudlet.store.ownership import Ownership
+
+if TYPE_CHECKING:
+    from cloudlet.model.spec import Cloudlet
+    from cloudlet.providers.base import Provider
 
 log = logging.getLogger("cloudlet.daemon")
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    # The daemon, the stores and prometheus_client load only for the daemon.
+    from cloudlet.engine.daemon import Daemon, DaemonOptions
+    from cloudlet.shepherd.metrics import Metrics
+    from cloudlet.store.ownership import Ownership
+
     if args.resync <= 0 or args.workers < 1 or args.parallelism < 1 or args.lease_ttl <= 0:
         raise CloudletError("--resync must be positive; --workers and --parallelism at least 1")
     ctx = Context.from_args(args.state_dir, args.etcd)
@@ -70,8 +74,10 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=4, help="cloudlets reconciled at once")
     p.add_argument("--parallelism", type=int, default=10, help="provider calls per cloudlet")
     p.add_argument("--poll", type=float, default=0.1, help="seconds between store polls")
-    p.add_argument("--metrics-port", type=int, default=None)
-    p.add_argument("--metrics-addr", default="127.0.0.1")
+    p.add_argument(
+        "--metrics-port", type=int, default=None, help="serve /metrics on this port (default off)"
+    )
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="the metrics' listen address")
     p.add_argument("--replica-id", default=None, help="this replica's name (host-pid)")
     p.add_argument(
         "--lease-ttl",
