@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 from rich.console import Console
+from rich.markup import escape
 
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
@@ -19,10 +20,22 @@ from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.cmd.graphout import write_graph
 from cloudlet.cmd.progress import PlainProgress, RichProgress
 from cloudlet.cmd.render import print_plan, print_status, print_sync
+from cloudlet.cmd.savedplan import read_saved, write_saved
 from cloudlet.engine.desired import store_desired
-from cloudlet.engine.sync import QuietListener, SyncListener, SyncOptions, stored_status
+from cloudlet.engine.report import SyncReport
+from cloudlet.engine.sync import (
+    Engine,
+    QuietListener,
+    SyncListener,
+    SyncOptions,
+    stored_status,
+)
 from cloudlet.errors import CloudletError
 from cloudlet.model.load import load_file
+from cloudlet.model.spec import Cloudlet
+from cloudlet.planner import Plan
+from cloudlet.planner.binding import bind
+from cloudlet.planner.saved import SavedPlan, observation_digest
 from cloudlet.shepherd.codec import status_to_json
 from cloudlet.shepherd.metrics import reaches_public_addresses
 from cloudlet.shepherd.probe import probed
@@ -62,7 +75,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     cloudlets = load_file(args.file)
     with context(args) as ctx:
-        plans = [ctx.engine(c).plan(c) for c in cloudlets]
+        saved = [_saved_plan(ctx, c) for c in cloudlets]
+    plans = [plan for plan, _ in saved]
+    if args.out is not None:
+        write_saved(args.out, [entry for _, entry in saved])
     if args.json:
         docs = [p.to_json() for p in plans]
         emit_json(docs[0] if len(docs) == 1 else docs)
@@ -70,6 +86,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for plan in plans:
             print_plan(out(), plan)
     return 0 if all(p.empty for p in plans) else 2
+
+
+def _saved_plan(ctx: Context, cloudlet: Cloudlet) -> tuple[Plan, SavedPlan]:
+    """The plan, and what a saved plan keeps of it: the desired revision is
+    read before the observation, so that a spec stored meanwhile makes the
+    saved plan stale rather than slipping past it."""
+    record = ctx.repo.get_desired(cloudlet.name)
+    engine = ctx.engine(cloudlet)
+    actual = engine.observe(cloudlet.name)
+    plan = engine.plan_against(cloudlet, actual)
+    revision = record.revision if record is not None else None
+    return plan, SavedPlan(cloudlet, revision, observation_digest(actual), bind(plan))
 
 
 def _listener(args: argparse.Namespace, *, show_plan: bool = True) -> SyncListener:
@@ -94,26 +122,37 @@ def _install_sigterm(stop: Any) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Store the file's desired state, then reconcile it."""
-    cloudlets = load_file(args.file)
+    """Store the file's desired state, then reconcile it. On a terminal
+    (without ``--yes``) only what the operator approved is applied; with
+    ``--plan``, only what the saved plan holds."""
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
+    if (args.file is None) == (args.plan is None):
+        raise CloudletError("sync takes a FILE or --plan PLAN (one of them)")
+    asked = sys.stdin.isatty() and not args.yes and args.plan is None
+    if args.json and not args.yes and not asked and args.plan is None:
+        raise CloudletError(
+            "sync --json without a terminal does not ask, and --json is no consent: pass --yes"
+        )
+    saved = read_saved(args.plan) if args.plan is not None else None
+    cloudlets = [s.cloudlet for s in saved] if saved is not None else load_file(args.file)
     options = SyncOptions(parallelism=args.parallelism, lock_timeout=lock_timeout())
     reports = []
     with context(args) as ctx:
-        for cloudlet in cloudlets:
+        for n, cloudlet in enumerate(cloudlets):
             engine = ctx.engine(cloudlet, options)
-            asked = sys.stdin.isatty() and not args.yes and not args.json
-            if asked:
-                plan = engine.plan(cloudlet)
-                print_plan(out(), plan)
-                if not plan.empty and not _confirm("Apply these changes?"):
-                    out().print("cancelled; nothing changed")
-                    return 1
-            engine.listener = listener = _listener(args, show_plan=not asked)
             _install_sigterm(engine.stop)
-            report = engine.sync(cloudlet)  # store, then reconcile
-            listener.close()
+            if saved is not None:
+                report = _sync_saved(args, engine, saved[n])
+            elif asked:
+                approved = _sync_approved(args, engine, cloudlet)
+                if approved is None:
+                    return 1
+                report = approved
+            else:
+                engine.listener = listener = _listener(args)
+                report = engine.sync(cloudlet)  # store, then reconcile
+                listener.close()
             reports.append(report)
             if not args.json:
                 print_sync(out(), report)
@@ -121,6 +160,59 @@ def cmd_sync(args: argparse.Namespace) -> int:
         docs = [r.to_json() for r in reports]
         emit_json(docs[0] if len(docs) == 1 else docs)
     return 0 if all(r.converged for r in reports) else 1
+
+
+def _asking(args: argparse.Namespace) -> Console:
+    """Where the plan and the question go: stderr under ``--json``, whose
+    stdout is the summary alone."""
+    return Console(highlight=False, soft_wrap=True, stderr=bool(args.json))
+
+
+def _ask(console: Console, question: str) -> bool:
+    console.file.write(f"{question} [y/N] ")
+    console.file.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _sync_approved(
+    args: argparse.Namespace, engine: Engine, cloudlet: Cloudlet
+) -> SyncReport | None:
+    """Show the plan, ask, apply exactly it; while a fresh plan differs from
+    the one approved, show how and ask again. None: the operator said no."""
+    console = _asking(args)
+    plan = engine.plan(cloudlet)
+    print_plan(console, plan)
+    while True:
+        if not plan.empty and not _ask(console, "Apply these changes?"):
+            console.print("cancelled; nothing changed")
+            return None
+        engine.listener = listener = _listener(args, show_plan=False)
+        report = engine.sync(cloudlet, approved=bind(plan))
+        listener.close()
+        if report.steps or report.mismatch is None or report.unapproved is None:
+            return report
+        console.print(f"[bold]{cloudlet.name}[/]: the plan changed since you approved it:")
+        for line in report.mismatch.lines():
+            console.print(f"  {escape(line)}", highlight=False)
+        plan = report.unapproved
+        print_plan(console, plan)
+
+
+def _sync_saved(args: argparse.Namespace, engine: Engine, saved: SavedPlan) -> SyncReport:
+    """Apply the saved plan exactly, or refuse in one line naming what moved."""
+    engine.listener = listener = _listener(args)
+    report = engine.sync_saved(saved)
+    listener.close()
+    if report.stopped == "changed" and not report.steps:
+        if report.mismatch is not None:
+            moved = f"the observed state of {saved.name} moved: {report.mismatch.summary()}"
+        else:
+            moved = report.message.removesuffix("; nothing applied")
+        raise CloudletError(
+            f"saved plan {args.plan} is stale ({moved}); nothing applied;"
+            " make a new one with cloudlet plan FILE -o PLAN"
+        )
+    return report
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -193,11 +285,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add("plan", cmd_plan, "show what sync would do; store nothing")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="PLAN",
+        help="also save the plan to PLAN (-o or --out), for cloudlet sync --plan PLAN",
+    )
     p = add("sync", cmd_sync, "store the desired state, then apply until converged")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", nargs="?")
+    p.add_argument(
+        "--plan",
+        metavar="PLAN",
+        help="apply exactly the plan saved by cloudlet plan FILE -o PLAN, or refuse if stale",
+    )
     p.add_argument("--parallelism", type=int, default=10)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask; apply the plan current when it starts (--json alone never consents)",
+    )
     p = add("status", cmd_status, "observed resources, drift, conditions, port mappings")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true")
