@@ -141,15 +141,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     with context(args) as ctx:
         for n, cloudlet in enumerate(cloudlets):
             engine = ctx.engine(cloudlet, options)
-            _install_sigterm(engine.stop)
-            if saved is not None:
-                report = _sync_saved(args, engine, saved[n])
-            elif asked:
+            if asked:  # SIGTERM's handler is installed only once the answer is in
                 approved = _sync_approved(args, engine, cloudlet)
                 if approved is None:
                     return 1
                 report = approved
+            elif saved is not None:
+                _install_sigterm(engine.stop)
+                report = _sync_saved(args, engine, saved[n])
             else:
+                _install_sigterm(engine.stop)
                 engine.listener = listener = _listener(args)
                 report = engine.sync(cloudlet)  # store, then reconcile
                 listener.close()
@@ -187,7 +188,9 @@ def _sync_approved(
             console.print("cancelled; nothing changed")
             return None
         engine.listener = listener = _listener(args, show_plan=False)
+        _install_sigterm(engine.stop)
         report = engine.sync(cloudlet, approved=bind(plan))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a question may follow
         listener.close()
         if report.steps or report.mismatch is None or report.unapproved is None:
             return report
