@@ -241,12 +241,11 @@ def save(state_dir: Path, flag: str = "-o") -> Path:
 @pytest.mark.parametrize("flag", ["-o", "--out"])
 def test_a_fresh_saved_plan_is_applied_exactly(state_dir: Path, flag: str) -> None:
     drifted(state_dir)
-    planned = {
-        (a["op"], a["id"])
-        for a in json.loads(save(state_dir, flag).read_text())["cloudlets"][0]["actions"]
-    }
+    path = save(state_dir, flag)
+    actions = json.loads(path.read_text())["cloudlets"][0]["actions"]
+    planned = {(a["op"], a["id"]) for a in actions}
     assert ("replace", "vm/game") in planned
-    summary = cli_json("sync", "--plan", save(state_dir, flag), "--json", state_dir=state_dir)
+    summary = cli_json("sync", "--plan", path, "--json", state_dir=state_dir)  # no --yes needed
     assert summary["outcome"] == "converged"
     assert {(s["op"], s["id"]) for s in summary["actions"]} == planned
     assert flavor(state_dir, "vm/game") == "m1.small"

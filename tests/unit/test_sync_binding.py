@@ -13,7 +13,7 @@ import pytest
 from harness import World
 from helpers import cloudlet
 
-from cloudlet.engine.desired import Expected, store_desired
+from cloudlet.engine.desired import DesiredMoved, Expected, store_desired
 from cloudlet.engine.sync import QuietListener
 from cloudlet.model.resources import Observed
 from cloudlet.model.spec import Vm
@@ -57,8 +57,7 @@ def test_drift_since_the_approval_stops_the_sync_before_it_stores_or_applies(
     approved = bind(world.engine().plan(SPEC))
     world.cloud.cloud.remove(NAME, "vm/chat")  # arrives while the prompt waits
     before, revision = snapshot(world), world.repo.get_desired(NAME)
-    other = SPEC  # same spec: the revision must not even be re-stored
-    report = world.engine().sync(other, approved=approved)
+    report = world.engine().sync(SPEC, approved=approved)
     assert report.stopped == "changed" and not report.converged
     assert report.steps == []
     assert report.mismatch is not None
@@ -151,8 +150,6 @@ def test_a_saved_plan_whose_desired_revision_moved_is_refused(world: World) -> N
 
 
 def test_storing_with_an_expected_revision_refuses_a_moved_one(world: World) -> None:
-    from cloudlet.engine.desired import DesiredMoved
-
     with pytest.raises(DesiredMoved, match="was 7, now none"):
         store_desired(world.repo, SPEC, lock_timeout=5, at=0, expected=Expected(7))
     assert world.repo.get_desired(NAME) is None
