@@ -22,9 +22,11 @@ from cloudlet.errors import CloudletError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from cloudlet.engine.sync import SyncListener
+    from cloudlet.engine.report import SyncReport
+    from cloudlet.engine.sync import Engine, SyncListener
     from cloudlet.model.spec import Cloudlet
     from cloudlet.planner import Plan
+    from cloudlet.planner.saved import SavedPlan
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -70,10 +72,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.offline:
         return cmd_plan_offline(args)
     from cloudlet.cmd.render import print_plan
+    from cloudlet.cmd.savedplan import write_saved
 
     cloudlets = load_file(args.file)
     with context(args) as ctx:
-        plans = [ctx.engine(c).plan(c) for c in cloudlets]
+        saved = [_saved_plan(ctx, c) for c in cloudlets]
+    plans = [plan for plan, _ in saved]
+    if args.out is not None:
+        write_saved(args.out, [entry for _, entry in saved])
     if args.json:
         docs = [p.to_json() for p in plans]
         emit_json(docs[0] if len(docs) == 1 else docs)
@@ -92,6 +98,21 @@ def cmd_plan_offline(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(docs[0] if len(docs) == 1 else docs)
     return 0 if all(p.empty for p in plans) else 2
+
+
+def _saved_plan(ctx: Context, cloudlet: Cloudlet) -> tuple[Plan, SavedPlan]:
+    """The plan, and what a saved plan keeps of it: the desired revision is
+    read before the observation, so that a spec stored meanwhile makes the
+    saved plan stale rather than slipping past it."""
+    from cloudlet.planner.binding import bind
+    from cloudlet.planner.saved import SavedPlan, observation_digest
+
+    record = ctx.repo.get_desired(cloudlet.name)
+    engine = ctx.engine(cloudlet)
+    actual = engine.observe(cloudlet.name)
+    plan = engine.plan_against(cloudlet, actual)
+    revision = record.revision if record is not None else None
+    return plan, SavedPlan(cloudlet, revision, observation_digest(actual), bind(plan))
 
 
 def _listener(args: argparse.Namespace, *, show_plan: bool = True) -> SyncListener:
@@ -120,32 +141,50 @@ def _install_sigterm(stop: Any) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Store the file's desired state, then reconcile it; or reconcile the
-    stored desired state of the cloudlet named (``sync NAME``)."""
+    stored desired state of the cloudlet named (``sync NAME``). On a terminal
+    (without ``--yes``) only what the operator approved is applied; with
+    ``--plan``, only what the saved plan holds."""
     from cloudlet.cmd import byname
-    from cloudlet.cmd.render import print_plan, print_sync
+    from cloudlet.cmd.render import print_sync
+    from cloudlet.cmd.savedplan import read_saved
     from cloudlet.engine.sync import SyncOptions
 
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
+    if (args.file is None) == (args.plan is None):
+        raise CloudletError("sync takes a FILE or --plan PLAN (one of them)")
+    asked = sys.stdin.isatty() and not args.yes and args.plan is None
+    if args.json and not args.yes and not asked and args.plan is None:
+        raise CloudletError(
+            "sync --json without a terminal does not ask, and --json is no consent: pass --yes"
+        )
+    saved = read_saved(args.plan) if args.plan is not None else None
     options = SyncOptions(parallelism=args.parallelism, lock_timeout=lock_timeout())
     reports = []
     with context(args) as ctx:
-        for cloudlet, revision in byname.cloudlets_for_sync(args, ctx):
+        targets: list[tuple[Cloudlet, int | None]]
+        if saved is not None:
+            targets = [(s.cloudlet, None) for s in saved]
+        else:
+            targets = byname.cloudlets_for_sync(args, ctx)
+        for n, (cloudlet, revision) in enumerate(targets):
             engine = ctx.engine(cloudlet, options)
-            asked = sys.stdin.isatty() and not args.yes and not args.json
-            if asked:
-                plan = engine.plan(cloudlet)
-                print_plan(out(), plan)
-                if not plan.empty and not _confirm("Apply these changes?"):
-                    out().print("cancelled; nothing changed")
+            if asked:  # SIGTERM's handler is installed only once the answer is in
+                approved = _sync_approved(args, engine, cloudlet, revision)
+                if approved is None:
                     return 1
-            engine.listener = listener = _listener(args, show_plan=not asked)
-            _install_sigterm(engine.stop)
-            if revision is None:
-                report = engine.sync(cloudlet)  # store, then reconcile
+                report = approved
+            elif saved is not None:
+                _install_sigterm(engine.stop)
+                report = _sync_saved(args, engine, saved[n])
             else:
-                report = engine.reconcile(cloudlet, revision)  # stored already
-            listener.close()
+                _install_sigterm(engine.stop)
+                engine.listener = listener = _listener(args)
+                if revision is None:
+                    report = engine.sync(cloudlet)  # store, then reconcile
+                else:
+                    report = engine.reconcile(cloudlet, revision)  # stored already
+                listener.close()
             reports.append(report)
             if not args.json:
                 print_sync(out(), report)
@@ -153,6 +192,73 @@ def cmd_sync(args: argparse.Namespace) -> int:
         docs = [r.to_json() for r in reports]
         emit_json(docs[0] if len(docs) == 1 else docs)
     return 0 if all(r.converged for r in reports) else 1
+
+
+def _asking(args: argparse.Namespace) -> Console:
+    """Where the plan and the question go: stderr under ``--json``, whose
+    stdout is the summary alone."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True, stderr=bool(args.json))
+
+
+def _ask(console: Console, question: str) -> bool:
+    console.file.write(f"{question} [y/N] ")
+    console.file.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _sync_approved(
+    args: argparse.Namespace, engine: Engine, cloudlet: Cloudlet, revision: int | None
+) -> SyncReport | None:
+    """Show the plan, ask, apply exactly it; while a fresh plan differs from
+    the one approved, show how and ask again. None: the operator said no.
+    A file's spec (``revision`` None) is stored first; a stored cloudlet
+    (``sync NAME``) is reconciled at its ``revision``."""
+    from rich.markup import escape
+
+    from cloudlet.cmd.render import print_plan
+    from cloudlet.planner.binding import bind
+
+    console = _asking(args)
+    plan = engine.plan(cloudlet)
+    print_plan(console, plan)
+    while True:
+        if not plan.empty and not _ask(console, "Apply these changes?"):
+            console.print("cancelled; nothing changed")
+            return None
+        engine.listener = listener = _listener(args, show_plan=False)
+        _install_sigterm(engine.stop)
+        if revision is None:
+            report = engine.sync(cloudlet, approved=bind(plan))
+        else:
+            report = engine.reconcile(cloudlet, revision, approved=bind(plan))
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a question may follow
+        listener.close()
+        if report.steps or report.mismatch is None or report.unapproved is None:
+            return report
+        console.print(f"[bold]{cloudlet.name}[/]: the plan changed since you approved it:")
+        for line in report.mismatch.lines():
+            console.print(f"  {escape(line)}", highlight=False)
+        plan = report.unapproved
+        print_plan(console, plan)
+
+
+def _sync_saved(args: argparse.Namespace, engine: Engine, saved: SavedPlan) -> SyncReport:
+    """Apply the saved plan exactly, or refuse in one line naming what moved."""
+    engine.listener = listener = _listener(args)
+    report = engine.sync_saved(saved)
+    listener.close()
+    if report.stopped == "changed" and not report.steps:
+        if report.mismatch is not None:
+            moved = f"the observed state of {saved.name} moved: {report.mismatch.summary()}"
+        else:
+            moved = report.message.removesuffix("; nothing applied")
+        raise CloudletError(
+            f"saved plan {args.plan} is stale ({moved}); nothing applied;"
+            " make a new one with cloudlet plan FILE -o PLAN"
+        )
+    return report
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -282,15 +388,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="plan FILE or a stored NAME against the last stored observation, "
         "without reaching the site (says what it cannot know)",
     )
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="PLAN",
+        help="also save the plan to PLAN (-o or --out), for cloudlet sync --plan PLAN",
+    )
     p = add("sync", cmd_sync, "store the desired state, then apply until converged")
     p.add_argument(
-        "file", metavar="FILE|NAME", help="a file to store and sync, or a stored cloudlet's name"
+        "file",
+        metavar="FILE|NAME",
+        nargs="?",
+        help="a file to store and sync, or a stored cloudlet's name",
+    )
+    p.add_argument(
+        "--plan",
+        metavar="PLAN",
+        help="apply exactly the plan saved by cloudlet plan FILE -o PLAN, or refuse if stale",
     )
     p.add_argument("--parallelism", type=int, default=10, help="provider calls at once")
     p.add_argument(
         "--json", action="store_true", help="print the sync's report as JSON, no progress"
     )
-    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask; apply the plan current when it starts (--json alone never consents)",
+    )
     p = add("status", cmd_status, "observed resources, drift, conditions, port mappings")
     p.add_argument(
         "name", metavar="NAME", nargs="?", help="a stored cloudlet's name (none: as list)"

@@ -8,13 +8,15 @@ import attrs
 
 from cloudlet.model.resources import Observed
 from cloudlet.planner import Plan
+from cloudlet.planner.binding import Mismatch
 from cloudlet.shepherd.status import Status
 from cloudlet.store.records import SyncRecord
 
 #: ``superseded``: the spec read was replaced before the reconcile began, so
 #: nothing was done; ``lost``: the lock (or lease) went to another process
-#: mid-way, so this one stopped; ``terminal``: no retry can fix it.
-Outcome = Literal["converged", "failed", "superseded", "lost", "terminal", "interrupted"]
+#: mid-way, so this one stopped; ``terminal``: no retry can fix it;
+#: ``changed``: a fresh plan held what was not approved, so it was not applied.
+Outcome = Literal["converged", "failed", "superseded", "lost", "terminal", "interrupted", "changed"]
 
 
 @attrs.frozen
@@ -51,6 +53,10 @@ class SyncReport:
     #: What the engine recorded at the end (None when nothing was recorded).
     record: SyncRecord | None = None
     status: Status | None = None
+    #: With ``stopped == "changed"``: how the fresh plan differs from the
+    #: approved one, and that plan (to show, and to approve instead).
+    mismatch: Mismatch | None = None
+    unapproved: Plan | None = None
 
     @property
     def outcome(self) -> Outcome:

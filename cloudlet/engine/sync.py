@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 import attrs
 
 from cloudlet.engine.apply import StepRunner
-from cloudlet.engine.desired import store_desired
+from cloudlet.engine.desired import DesiredMoved, Expected, store_desired
 from cloudlet.engine.report import StepOutcome, SyncReport
 from cloudlet.engine.retry import RetryPolicy, call_with_retry
 from cloudlet.engine.walk import NodeResult, WalkEvents, walk
@@ -36,6 +36,8 @@ from cloudlet.model.expand import Expansion, expand
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.model.spec import Cloudlet
 from cloudlet.planner import Plan, Step, leave_alone, plan_actions, remaining_path
+from cloudlet.planner.binding import Binding, Mismatch, bind, mismatch, uncovered
+from cloudlet.planner.saved import SavedPlan
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.codec import status_from_json, status_to_json
 from cloudlet.shepherd.metrics import reaches_public_addresses
@@ -107,6 +109,10 @@ class Engine:
         resources = self.expansion(cloudlet).resources
         return self._plan(cloudlet.name, resources, self.observe(cloudlet.name))
 
+    def plan_against(self, cloudlet: Cloudlet, actual: Sequence[Observed]) -> Plan:
+        """The plan from an observation already made (a saved plan keeps its digest)."""
+        return self._plan(cloudlet.name, self.expansion(cloudlet).resources, actual)
+
     def observe(self, name: str) -> list[Observed]:
         """One observation, retried like any provider call."""
         return call_with_retry(
@@ -130,19 +136,78 @@ class Engine:
                     forced[action.id] = reason
         return plan_actions(name, desired, actual, forced) if forced else plan
 
-    def sync(self, cloudlet: Cloudlet) -> SyncReport:
-        """``cloudlet sync FILE``: store the spec, then reconcile it in full."""
-        at = self.wallclock()
-        revision = store_desired(self.repo, cloudlet, lock_timeout=self.options.lock_timeout, at=at)
-        return self.reconcile(cloudlet, revision)
+    def sync(
+        self,
+        cloudlet: Cloudlet,
+        *,
+        approved: Binding | None = None,
+        expected: Expected | None = None,
+    ) -> SyncReport:
+        """``cloudlet sync FILE``: store the spec, then reconcile it in full.
 
-    def reconcile(self, cloudlet: Cloudlet, revision: int, *, heal: Heal = "all") -> SyncReport:
+        With ``approved`` (what the operator was shown and said yes to) the
+        spec is stored only if a fresh plan still matches it, and the
+        reconcile applies nothing outside it (see ``_Run._within``); with
+        ``expected``, only if the stored desired revision is still that one.
+        """
+        at = self.wallclock()
+        if approved is not None:
+            refusal = self._refusal(cloudlet, approved, expected)
+            if refusal is not None:
+                return refusal
+        lock_timeout = self.options.lock_timeout
+        try:
+            revision = store_desired(
+                self.repo, cloudlet, lock_timeout=lock_timeout, at=at, expected=expected
+            )
+        except DesiredMoved as err:
+            return _refused(cloudlet.name, f"{err}; nothing applied", expected)
+        return self.reconcile(cloudlet, revision, approved=approved)
+
+    def sync_saved(self, saved: SavedPlan) -> SyncReport:
+        """``cloudlet sync --plan PLAN``: exactly the saved plan, or nothing
+        if the desired revision or the plan it yields now has moved."""
+        expected = Expected(saved.desired_revision)
+        return self.sync(saved.cloudlet, approved=saved.binding, expected=expected)
+
+    def _refusal(
+        self, cloudlet: Cloudlet, approved: Binding, expected: Expected | None
+    ) -> SyncReport | None:
+        """A report refusing the sync before anything is stored, or None: the
+        same checks the reconcile makes under the lock, made first so that
+        a refused approval does not even store the spec."""
+        name = cloudlet.name
+        if expected is not None:
+            current = self.repo.get_desired(name)
+            now = current.revision if current is not None else None
+            if now != expected.revision:
+                err = DesiredMoved(name, expected.revision, now)
+                return _refused(name, f"{err}; nothing applied", expected)
+        fresh = self.plan(cloudlet)
+        if fresh.empty:
+            return None
+        diff = mismatch(approved, bind(fresh))
+        if not diff:
+            return None
+        report = _refused(name, _CHANGED, expected)
+        report.mismatch, report.unapproved = diff, fresh
+        return report
+
+    def reconcile(
+        self,
+        cloudlet: Cloudlet,
+        revision: int,
+        *,
+        heal: Heal = "all",
+        approved: Binding | None = None,
+    ) -> SyncReport:
         """Make the cloudlet match ``cloudlet``, the desired state stored at
         ``revision``; nothing is done if the stored spec has moved on since
         it was read (a reconcile must never act on a spec an operator has
         since replaced). With ``heal="per-policy"`` a revision whose last
         reconcile converged is only checked for drift, and resources under
         drift policy ``report`` are left alone (with whatever waits on them).
+        With ``approved``, nothing outside that binding is applied.
         """
         name = cloudlet.name
         with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
@@ -160,7 +225,7 @@ class Engine:
             frozen = frozenset(
                 r.id for r in expansion.resources if drift_only and r.policy == "report"
             )
-            return run.converge(expansion, revision, frozen)
+            return run.converge(expansion, revision, frozen, approved)
 
     def destroy(self, name: str) -> SyncReport:
         """Delete everything the cloudlet owns, then forget its desired state."""
@@ -187,14 +252,18 @@ class _Run:
         return cls(engine, name, repo, _either(engine.stop, held.lost))
 
     def converge(
-        self, expansion: Expansion, revision: int | None, frozen: frozenset[str] = frozenset()
+        self,
+        expansion: Expansion,
+        revision: int | None,
+        frozen: frozenset[str] = frozenset(),
+        approved: Binding | None = None,
     ) -> SyncReport:
         engine = self.engine
         t0 = engine.clock()
         report = SyncReport(self.name, revision=revision)
         try:
             self._recover_journal()
-            self._rounds(expansion.resources, report, t0, frozen)
+            self._rounds(expansion.resources, report, t0, frozen, approved)
         except ProviderError as err:
             report.converged = False
             report.message = f"cannot observe the cloudlet: {err}"
@@ -204,6 +273,8 @@ class _Run:
         except FencedOut as err:
             return self._lost(report, err, t0)
         report.wall = engine.clock() - t0
+        if report.stopped == "changed" and not report.steps:
+            return report  # refused before acting: no sync to record
         if self._lock_lost():
             return self._lost(report, None, t0)
         try:
@@ -225,9 +296,15 @@ class _Run:
         return report
 
     def _rounds(
-        self, desired: Sequence[Resource], report: SyncReport, t0: float, frozen: frozenset[str]
+        self,
+        desired: Sequence[Resource],
+        report: SyncReport,
+        t0: float,
+        frozen: frozenset[str],
+        approved: Binding | None = None,
     ) -> None:
-        """Observe, plan, apply; again until a fresh plan is empty."""
+        """Observe, plan, apply; again until a fresh plan is empty (or, when
+        bound to an approval, until a plan holds what was not approved)."""
         engine = self.engine
         for round_no in range(1, engine.options.max_rounds + 2):
             report.actual = engine.observe(self.name)
@@ -235,6 +312,8 @@ class _Run:
             if plan.empty:
                 report.converged = True
                 report.message = "converged" if round_no > 1 else "no changes"
+                return
+            if approved is not None and not self._within(approved, plan, round_no, report):
                 return
             if round_no > engine.options.max_rounds:
                 report.message = f"not converged after {engine.options.max_rounds} rounds"
@@ -248,6 +327,26 @@ class _Run:
                     report.stopped = "interrupted"
                 report.actual = engine.observe(self.name)
                 return
+
+    def _within(self, approved: Binding, plan: Plan, round_no: int, report: SyncReport) -> bool:
+        """Whether ``plan`` is what was approved. Round 1 must be exactly
+        the approved plan; a later round (finishing or retrying approved
+        work) may hold only actions the approval covers. If not, nothing of
+        this round is applied and the report says what differs."""
+        fresh = bind(plan)
+        if round_no == 1:
+            diff = mismatch(approved, fresh)
+            report.message = _CHANGED
+        else:
+            diff = Mismatch(added=uncovered(approved, fresh))
+            report.message = (
+                f"round {round_no} would do what was not approved: {diff.summary()}; stopped"
+            )
+        if not diff:
+            report.message = ""
+            return True
+        report.stopped, report.mismatch, report.unapproved = "changed", diff, plan
+        return False
 
     def _apply(self, plan: Plan, report: SyncReport, round_no: int, t0: float) -> int:
         engine = self.engine
@@ -337,6 +436,14 @@ class _Run:
             return  # nothing observed, nothing shown before: no status to show
         self.repo.put_status(self.name, status_to_json(status))
         report.record, report.status = record, status
+
+
+_CHANGED = "the plan changed since it was approved; nothing applied"
+
+
+def _refused(name: str, message: str, expected: Expected | None) -> SyncReport:
+    revision = expected.revision if expected is not None else None
+    return SyncReport(name, message=message, revision=revision, stopped="changed")
 
 
 def record_terminal(

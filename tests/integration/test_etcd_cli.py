@@ -50,7 +50,10 @@ def test_sync_status_and_revisions_over_etcd(
         ok(on_etcd(etcd, prefix, state_dir, "sync", NO_ROUTER, "--yes", "--json")).stdout
     )
     assert summary["actions"] and all(a["outcome"] == "ok" for a in summary["actions"])
-    again = json.loads(ok(on_etcd(etcd, prefix, state_dir, "sync", NO_ROUTER, "--json")).stdout)
+    # --json is no consent (issue 11): a pipe needs --yes.
+    again = json.loads(
+        ok(on_etcd(etcd, prefix, state_dir, "sync", NO_ROUTER, "--yes", "--json")).stdout
+    )
     assert again["actions"] == []
 
     status = json.loads(ok(on_etcd(etcd, prefix, state_dir, "status", "berlin-1", "--json")).stdout)
