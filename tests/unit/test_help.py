@@ -120,7 +120,7 @@ def test_bash_accepts_and_completes(script_file, tmp_path) -> None:  # type: ign
         "ls rm cp set",
         "text json",
         "sync",  # a flag's value is skipped when finding the command
-        "--parallelism",
+        "--plan --parallelism",
         "heat site.yaml",  # the positional's choice, then files
         "site.yaml",
     ]
