@@ -1,0 +1,126 @@
+"""Operator and environment mistakes: one line naming the culprit, exit 1,
+nothing changed, never "internal error" (issue 11).
+
+Each test drives the real CLI in a subprocess, as an operator would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import NO_ROUTER, cli, describe, ok
+
+from cloudlet.errors import StateFileLocked
+from cloudlet.store.sqlite import SqliteStore
+
+
+def one_line(proc: subprocess.CompletedProcess[str], *names: str) -> str:
+    """The CLI failed with exit 1 and one line on stderr naming each of ``names``."""
+    ok(proc, 1)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, describe(proc)
+    (line,) = lines
+    for name in names:
+        assert name in line, describe(proc)
+    return line
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def stored(state_dir: Path) -> Path:
+    ok(cli("apply", NO_ROUTER, state_dir=state_dir))
+    return state_dir / "state.db"
+
+
+# --- the state directory and its database ---------------------------------------------
+
+
+def test_state_dir_naming_a_file(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    one_line(cli("plan", NO_ROUTER, state_dir=afile), str(afile), "not a directory")
+    one_line(cli("plan", NO_ROUTER, state_dir=afile / "sub"), str(afile / "sub"))
+    assert afile.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "garbage"])
+def test_damaged_state_database(state_dir: Path, damage: str) -> None:
+    db = stored(state_dir)
+    for side in ("-wal", "-shm"):
+        assert not Path(f"{db}{side}").exists()
+    data = db.read_bytes()
+    if damage == "truncated":
+        db.write_bytes(data[: len(data) // 4 + 100])
+    elif damage == "corrupt":
+        db.write_bytes(data[:4096] + b"\xff" * 4096 + data[8192:])
+    else:
+        db.write_bytes(b"not sqlite at all " * 300)
+    before = digest(db)
+    for args in (("status", "berlin-1"), ("apply", NO_ROUTER), ("sync", NO_ROUTER, "--yes")):
+        line = one_line(cli(*args, state_dir=state_dir), str(db))
+        assert "corrupt" in line and "nothing was changed" in line
+        assert digest(db) == before
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """``path`` read-only even for root (the immutable flag), or skip."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        yield
+        path.chmod(0o644)
+        return
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file immutable here (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_read_only_state_database(state_dir: Path) -> None:
+    db = stored(state_dir)
+    before = digest(db)
+    edited = state_dir.parent / "edited.yaml"
+    edited.write_text(NO_ROUTER.read_text().replace("berlin-1", "berlin-2"))
+    with read_only(db):
+        line = one_line(cli("apply", edited, state_dir=state_dir), str(db), "read-only")
+        assert "internal error" not in line
+    assert digest(db) == before
+
+
+HOLD = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_database_locked_by_another_writer(state_dir: Path) -> None:
+    db = stored(state_dir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(StateFileLocked) as caught:
+            SqliteStore(db, busy_timeout=0.2).put("k", b"v")
+        message = str(caught.value)
+        assert str(db) in message and "locked by another writer" in message
+        assert f"pid {holder.pid}" in message
+    finally:
+        holder.communicate("")
