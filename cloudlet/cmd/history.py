@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from cloudlet.cmd.context import Context, lock_timeout
+from cloudlet.cmd.outfile import write_output
 from cloudlet.engine.desired import store_desired
 from cloudlet.errors import NotFound
 from cloudlet.model.codec import structure
@@ -84,8 +85,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_output(args.output, text)
     return 0
 
 

@@ -124,3 +124,20 @@ def test_database_locked_by_another_writer(state_dir: Path) -> None:
         assert f"pid {holder.pid}" in message
     finally:
         holder.communicate("")
+
+
+# --- files the operator asks for with -o ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (("graph", NO_ROUTER, "-o"), "out.dot"),
+        (("graph", NO_ROUTER, "-o"), "out.svg"),
+        (("export", "heat", NO_ROUTER, "-o"), "out.yaml"),
+    ],
+)
+def test_output_into_a_missing_folder(state_dir: Path, args: tuple[str, ...], name: str) -> None:
+    target = state_dir.parent / "missing" / name
+    one_line(cli(*args, target, state_dir=state_dir), str(target), "no directory")
+    assert not target.parent.exists()
