@@ -110,3 +110,8 @@ class InputFileError(CloudletError):
 class StoreUnavailable(CloudletError):
     """The shared store stopped answering; later calls fail at once instead of each
     waiting out its own timeout."""
+
+
+class InvalidName(NotFound, ValueError):
+    """A cloudlet name typed on the command line that no cloudlet can have
+    (a ``ValueError`` still, for the callers that check names that way)."""

@@ -141,3 +141,22 @@ def test_output_into_a_missing_folder(state_dir: Path, args: tuple[str, ...], na
     target = state_dir.parent / "missing" / name
     one_line(cli(*args, target, state_dir=state_dir), str(target), "no directory")
     assert not target.parent.exists()
+
+
+# --- validation refuses what would break later ------------------------------------------
+
+
+def test_slash_in_a_cloudlet_name(state_dir: Path) -> None:
+    bad = state_dir.parent / "ab.yaml"
+    bad.write_text(NO_ROUTER.read_text().replace("name: berlin-1", "name: a/b"))
+    line = one_line(cli("validate", bad, state_dir=state_dir), f"{bad}:11:9:", "'a/b'")
+    assert "metadata.name" in line
+    for args in (("status", "a/b"), ("destroy", "a/b", "--yes"), ("rollback", "a/b", "--to", "1")):
+        one_line(cli(*args, state_dir=state_dir), "'a/b'")
+
+
+def test_huge_latency_is_refused_where_it_is_written(state_dir: Path) -> None:
+    bad = state_dir.parent / "slow.yaml"
+    bad.write_text(NO_ROUTER.read_text().replace("latencyMs: 20", "latencyMs: 9223372036854775807"))
+    for args in (("validate", bad), ("sync", bad, "--yes")):
+        one_line(cli(*args, state_dir=state_dir), f"{bad}:16:16:", "latencyMs")
