@@ -160,3 +160,11 @@ def test_huge_latency_is_refused_where_it_is_written(state_dir: Path) -> None:
     bad.write_text(NO_ROUTER.read_text().replace("latencyMs: 20", "latencyMs: 9223372036854775807"))
     for args in (("validate", bad), ("sync", bad, "--yes")):
         one_line(cli(*args, state_dir=state_dir), f"{bad}:16:16:", "latencyMs")
+
+
+def test_validate_of_a_fifo_with_no_writer_does_not_block(state_dir: Path) -> None:
+    fifo = state_dir.parent / "spec.yaml"
+    os.mkfifo(fifo)
+    for args in (("validate", fifo), ("plan", fifo)):
+        proc = cli(*args, state_dir=state_dir, timeout=20)
+        one_line(proc, str(fifo), "not a regular file")
