@@ -134,9 +134,7 @@ def decode(raw: bytes) -> Any:
 
 def _check_name(name: str) -> str:
     if not name or "/" in name:
-        raise InvalidName(
-            f"no cloudlet can be named {name!r} (names match [a-z][a-z0-9-]{{0,39}})"
-        )
+        raise InvalidName(f"no cloudlet can be named {name!r} (names match [a-z][a-z0-9-]{{0,39}})")
     return name
 
 

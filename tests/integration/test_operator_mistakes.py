@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -168,3 +169,62 @@ def test_validate_of_a_fifo_with_no_writer_does_not_block(state_dir: Path) -> No
     for args in (("validate", fifo), ("plan", fifo)):
         proc = cli(*args, state_dir=state_dir, timeout=20)
         one_line(proc, str(fifo), "not a regular file")
+
+
+# --- credentials in the SDK's log lines -------------------------------------------------
+
+LEAKY_CLOUDS = """\
+clouds:
+  osci-demo:
+    auth: {auth_url: "http://admin:s3cr3tpw@127.0.0.1:1/v3", username: demo,
+           password: pw2secret, user_domain_name: Default, project_domain_name: Default}
+    region_name: RegionOne
+    identity_api_version: 3
+"""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_password_in_auth_url_appears_nowhere(state_dir: Path, log_format: str) -> None:
+    """Against a closed local port: keystoneauth warns with the auth_url."""
+    clouds = state_dir.parent / "clouds.yaml"
+    clouds.write_text(LEAKY_CLOUDS)
+    examples = NO_ROUTER.parent
+    proc = cli(
+        "--log-format",
+        log_format,
+        "plan",
+        examples / "openstack.yaml",
+        state_dir=state_dir,
+        env={"OS_CLIENT_CONFIG_FILE": str(clouds)},
+    )
+    ok(proc, 1)
+    assert "s3cr3tpw" not in proc.stderr + proc.stdout, describe(proc)
+    assert "pw2secret" not in proc.stderr + proc.stdout, describe(proc)
+    warned = [line for line in proc.stderr.splitlines() if "identity versions" in line]
+    assert warned, describe(proc)  # the SDK's warning is still shown, masked
+    for line in warned:
+        assert "http://***@127.0.0.1:1/v3" in line
+        if log_format == "json":
+            assert json.loads(line)["logger"].startswith("keystoneauth")
+
+
+def test_a_password_in_os_auth_url_appears_nowhere(state_dir: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "envvars.yaml"
+    spec.write_text(
+        (NO_ROUTER.parent / "openstack.yaml")
+        .read_text()
+        .replace("cloud: osci-demo", "cloud: envvars")
+    )
+    env = {
+        "OS_AUTH_URL": "http://admin:s3cr3tpw@127.0.0.1:1/v3",
+        "OS_USERNAME": "demo",
+        "OS_PASSWORD": "pw2secret",
+        "OS_PROJECT_NAME": "demo",
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+        "OS_CLIENT_CONFIG_FILE": str(tmp_path / "none.yaml"),
+    }
+    proc = cli("-v", "plan", spec, state_dir=state_dir, env=env)
+    assert proc.returncode == 1, describe(proc)
+    assert "s3cr3tpw" not in proc.stderr + proc.stdout, describe(proc)
+    assert "pw2secret" not in proc.stderr + proc.stdout, describe(proc)

@@ -135,9 +135,8 @@ def _yaml_type(value: object) -> str:
         return "true or false"
     if isinstance(value, int | float):
         return "a number"
-    return {str: "a string", list: "a list", dict: "a mapping"}.get(
-        type(value), type(value).__name__
-    )
+    names: dict[type, str] = {str: "a string", list: "a list", dict: "a mapping"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _check_types(path: Path, data: Mapping[str, Any]) -> None:
