@@ -228,3 +228,29 @@ def test_a_password_in_os_auth_url_appears_nowhere(state_dir: Path, tmp_path: Pa
     assert proc.returncode == 1, describe(proc)
     assert "s3cr3tpw" not in proc.stderr + proc.stdout, describe(proc)
     assert "pw2secret" not in proc.stderr + proc.stdout, describe(proc)
+
+
+# --- clouds.yaml -------------------------------------------------------------------------
+
+OPENSTACK = NO_ROUTER.parent / "openstack.yaml"
+
+
+def test_a_broken_clouds_yaml_is_named_with_its_line(state_dir: Path) -> None:
+    clouds = state_dir.parent / "clouds.yaml"
+    clouds.write_text(
+        'clouds:\n  osci-demo:\n    auth: {auth_url: "http://127.0.0.1:1/v3"\n   x: [\n'
+    )
+    env = {"OS_CLIENT_CONFIG_FILE": str(clouds)}
+    line = one_line(cli("plan", OPENSTACK, state_dir=state_dir, env=env), f"{clouds}:4:4:")
+    assert "not valid YAML" in line and "was not found" not in line
+
+
+def test_the_hint_fits_the_platform_block(state_dir: Path, tmp_path: Path) -> None:
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text("clouds:\n  other: {auth: {auth_url: 'http://127.0.0.1:1/v3'}}\n")
+    env = {"OS_CLIENT_CONFIG_FILE": str(clouds)}
+    line = one_line(cli("plan", OPENSTACK, state_dir=state_dir, env=env), "osci-demo", str(clouds))
+    assert "OS_*" not in line
+    envvars = tmp_path / "envvars.yaml"
+    envvars.write_text(OPENSTACK.read_text().replace("cloud: osci-demo", "cloud: envvars"))
+    one_line(cli("plan", envvars, state_dir=state_dir, env=env), "envvars", "OS_AUTH_URL")
