@@ -62,6 +62,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         entry = ctx.repo.get_revision(args.name, args.to)
         if entry is None:
+            if ctx.repo.get_desired(args.name) is None and not ctx.repo.history(args.name):
+                raise NotFound(f"no cloudlet named {args.name!r} in {ctx.where}")
             raise NotFound(f"cloudlet {args.name!r} has no revision {args.to}")
         cloudlet = structure(entry.document)
         rev = store_desired(ctx.repo, cloudlet, lock_timeout=lock_timeout(), at=time.time())

@@ -254,3 +254,14 @@ def test_the_hint_fits_the_platform_block(state_dir: Path, tmp_path: Path) -> No
     envvars = tmp_path / "envvars.yaml"
     envvars.write_text(OPENSTACK.read_text().replace("cloud: osci-demo", "cloud: envvars"))
     one_line(cli("plan", envvars, state_dir=state_dir, env=env), "envvars", "OS_AUTH_URL")
+
+
+# --- small inconsistencies ---------------------------------------------------------------
+
+
+def test_rollback_of_an_unknown_cloudlet_says_so(state_dir: Path) -> None:
+    line = one_line(cli("rollback", "nobody", "--to", "1", state_dir=state_dir), "'nobody'")
+    assert line == f"cloudlet: no cloudlet named 'nobody' in {state_dir}"
+    stored(state_dir)
+    line = one_line(cli("rollback", "berlin-1", "--to", "99", state_dir=state_dir))
+    assert line == "cloudlet: cloudlet 'berlin-1' has no revision 99"
