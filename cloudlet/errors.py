@@ -81,3 +81,37 @@ class WatchCompacted(CloudletError):
     def __init__(self, wanted: int, compacted: int) -> None:
         super().__init__(f"the store compacted revisions up to {compacted}; wanted {wanted}")
         self.compacted = compacted
+
+
+class StateDirError(CloudletError):
+    """The state directory cannot be used (it names a file, or cannot be made)."""
+
+
+class OutputPathError(CloudletError):
+    """A file the command was asked to write cannot be written where it was asked."""
+
+
+class StateFileError(CloudletError):
+    """An SQLite file of the state directory is unreadable, read-only or corrupt."""
+
+
+class StateFileLocked(StateFileError):
+    """Another writer held an SQLite file of the state directory too long."""
+
+
+class ConfigError(CloudletError):
+    """A provider's configuration file or environment is wrong; names the file and field."""
+
+
+class InputFileError(CloudletError):
+    """An input path is not a regular file (a FIFO, a device, a directory)."""
+
+
+class StoreUnavailable(CloudletError):
+    """The shared store stopped answering; later calls fail at once instead of each
+    waiting out its own timeout."""
+
+
+class InvalidName(NotFound, ValueError):
+    """A cloudlet name typed on the command line that no cloudlet can have
+    (a ``ValueError`` still, for the callers that check names that way)."""

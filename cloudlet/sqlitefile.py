@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cloudlet.errors import StateDirError, StateFileError, StateFileLocked
+
 BUSY_TIMEOUT_S = 30.0
 
 # Threads of one process queue for a file's write lock on a Python lock rather
@@ -36,6 +38,59 @@ def _forget_writers_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_writers_after_fork)
+
+
+def ensure_dir(path: Path) -> None:
+    """Make the directory an SQLite file lives in, or say in one line why not
+    (``--state-dir`` naming a file is an operator's slip, not a bug)."""
+    if path.exists() and not path.is_dir():
+        raise StateDirError(f"state directory {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StateDirError(f"cannot create state directory {path}: {err.strerror}") from None
+
+
+def _openers(path: Path) -> list[int]:
+    """The other processes that have ``path`` open (Linux /proc; best effort):
+    SQLite does not record which one holds its write lock."""
+    target, found = os.path.realpath(path), []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()) if os.path.isdir("/proc") else ():
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return sorted(found)
+
+
+def file_error(path: Path, err: sqlite3.Error) -> StateFileError:
+    """What an SQLite error says about the file, in one line naming it."""
+    text = str(err)
+    if "locked" in text or "busy" in text:
+        pids = _openers(path)
+        holder = f" (open in pid {', '.join(map(str, pids))})" if pids else ""
+        return StateFileLocked(f"{path} is locked by another writer{holder}; try again later")
+    if "readonly" in text or "read-only" in text:
+        return StateFileError(f"{path} is read-only ({text}); nothing was changed")
+    if isinstance(err, sqlite3.DatabaseError) and not isinstance(err, sqlite3.OperationalError):
+        return StateFileError(
+            f"{path} is not a usable SQLite database ({text}): truncated or corrupt? "
+            "nothing was changed; restore it or move it aside"
+        )
+    return StateFileError(f"cannot use {path}: {text}")
+
+
+@contextlib.contextmanager
+def file_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite's errors inside into a ``StateFileError`` naming ``path``."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise file_error(path, err) from err
 
 
 def connect_shared(path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:

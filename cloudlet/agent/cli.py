@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from cloudlet.agent.sourcekinds import SOURCE_KINDS, SourceSpecError, parse_source
+from cloudlet.logsafety import route_sdk_logs
 
 DESCRIPTION = (
     "run an LB's haproxy, nginx and keepalived from its LB document: "
@@ -54,4 +55,5 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("cloudlet").handlers[:] = [handler]
+    route_sdk_logs(handler)  # its OpenStack/vSphere sources log through the SDKs
     return run(args)

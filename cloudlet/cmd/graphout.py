@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+from cloudlet.cmd.outfile import check_output, write_output
 from cloudlet.errors import CloudletError
 from cloudlet.planner import Plan
 
@@ -29,12 +30,12 @@ def write_graph(plan: Plan, output: str) -> None:
         if output == "-":
             sys.stdout.write(dot)
         else:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(dot)
+            write_output(output, dot)
         return
     fmt = output.rsplit(".", 1)[-1].lower()
     if fmt not in ("svg", "png"):
         raise CloudletError(f"cannot draw {output!r}: use .dot, .svg or .png")
+    check_output(output)
     exe = shutil.which("dot")
     if exe is None:
         raise CloudletError(

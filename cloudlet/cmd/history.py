@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cloudlet.cmd.context import Context, lock_timeout
+from cloudlet.cmd.outfile import write_output
 from cloudlet.errors import NotFound
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         entry = ctx.repo.get_revision(args.name, args.to)
         if entry is None:
-            if not ctx.repo.history(args.name):
+            if ctx.repo.get_desired(args.name) is None and not ctx.repo.history(args.name):
                 raise NotFound(f"no cloudlet named {args.name!r} in {ctx.where}")
             raise NotFound(f"cloudlet {args.name!r} has no revision {args.to}")
         cloudlet = structure(entry.document)
@@ -119,8 +120,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.output == "-":
         sys.stdout.write(text)
     else:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_output(args.output, text)
     return 0
 
 

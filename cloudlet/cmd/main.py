@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from cloudlet import __version__
 from cloudlet.cmd import agentcmd, commands, fakecmd, helptext
 from cloudlet.errors import CloudletError, SpecError
+from cloudlet.logsafety import redact, route_sdk_logs
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,6 +41,7 @@ def setup_logging(verbose: bool, fmt: str) -> None:
     root = logging.getLogger("cloudlet")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    route_sdk_logs(handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err.render(), file=sys.stderr)
         return 1
     except CloudletError as err:
-        print(f"cloudlet: {err}", file=sys.stderr)
+        print(f"cloudlet: {redact(str(err))}", file=sys.stderr)  # SDK text may hold a URL
         return 1
     except KeyboardInterrupt:
         print("cloudlet: interrupted", file=sys.stderr)
@@ -110,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(
-            f"cloudlet: internal error: {type(err).__name__}: {err} "
+            f"cloudlet: internal error: {type(err).__name__}: {redact(str(err))} "
             "(run with --verbose for details)",
             file=sys.stderr,
         )

@@ -11,7 +11,9 @@ tags only (no object construction), expands aliases against a node budget
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Hashable, Iterator
 from typing import Any
 
@@ -391,9 +393,19 @@ def load_bytes(data: bytes, filename: str) -> list[Cloudlet]:
     return load_text(text.removeprefix("\ufeff"), filename)
 
 
+def _refuse_special(path: str) -> None:
+    """Only a regular file: opening a FIFO with no writer would block forever,
+    and a device could be read without end."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a directory: open says so
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise SpecError([(None, f"{path}: not a regular file ({kind}); give a file path")])
+
+
 def load_file(path: str) -> list[Cloudlet]:
     """Read at most a little over ``MAX_BYTES`` and load it."""
     try:
+        _refuse_special(path)
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
     except OSError as exc:

@@ -25,6 +25,7 @@ Path = tuple[Hashable, ...]
 Locate = Callable[[Path], Location | None]
 Problem = tuple[Location | None, str]
 
+MAX_FAKE_DELAY_MS = 600_000
 NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,39}")
 LABEL_RE = re.compile(r"[A-Za-z0-9._/-]{0,63}")
 PLAIN_KEY_RE = re.compile(r"[A-Za-z0-9_./-]{1,63}")
@@ -204,10 +205,12 @@ def _check_platform(c: _Checker) -> None:
     if platform.type == "local" and platform.external_cidr is not None:
         _check_external_cidr(c, platform.external_cidr, (*base, "externalCidr"))
     if platform.type == "fake":
-        if platform.latency_ms < 0:
-            c.add((*base, "latencyMs"), "must be >= 0")
-        if platform.jitter_ms < 0:
-            c.add((*base, "jitterMs"), "must be >= 0")
+        # Bounded above too: a huge value passed here, then overflowed a timer.
+        for field, value in (("latencyMs", platform.latency_ms), ("jitterMs", platform.jitter_ms)):
+            if value < 0:
+                c.add((*base, field), "must be >= 0")
+            elif value > MAX_FAKE_DELAY_MS:
+                c.add((*base, field), f"must be at most {MAX_FAKE_DELAY_MS} (10 minutes)")
         if not 0.0 <= platform.failure_rate < 1.0:
             c.add((*base, "failureRate"), "must be in [0, 1)")
 

@@ -34,7 +34,7 @@ import grpc
 import pyetcd
 from pyetcd import exceptions as etcd_errors
 
-from cloudlet.errors import CloudletError
+from cloudlet.errors import CloudletError, StoreUnavailable
 
 T = TypeVar("T")
 Client: TypeAlias = Any  # pyetcd's MultiEndpointEtcd3Client; pyetcd ships no types
@@ -131,6 +131,10 @@ class EtcdConnection:
         self._guard = threading.Lock()
         self._closed = False
         self._own: set[Client] = set()  # from own_client, closed on close()
+        # Why the last call gave up reaching etcd, until a call gets through:
+        # meanwhile each call tries every endpoint once instead of waiting out
+        # its own timeout (a sync's steps each did, and took minutes to fail).
+        self._gone: str | None = None
 
     @property
     def where(self) -> str:
@@ -148,11 +152,14 @@ class EtcdConnection:
         """
         deadline = time.monotonic() + self.timeout
         pause = RETRY_PAUSE_S[0]
+        tries = len(self.endpoints) if self._gone is not None else None
         while True:
             index, client = self._current, None
             try:
                 index, client = self._client()
-                return op(client)
+                result = op(client)
+                self._gone = None
+                return result
             except (*_RETRY_ERRORS, grpc.RpcError, ValueError) as exc:
                 detail = _retryable(exc)
                 if detail is None:
@@ -164,8 +171,10 @@ class EtcdConnection:
                         "it may or may not have been applied"
                     ) from None
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CloudletError(f"cannot reach etcd at {self.where}: {detail}") from None
+                tries = None if tries is None else tries - 1
+                if remaining <= 0 or tries == 0:
+                    self._gone = detail
+                    raise StoreUnavailable(f"cannot reach etcd at {self.where}: {detail}") from None
                 time.sleep(min(pause, remaining))
                 pause = min(pause * 2, RETRY_PAUSE_S[1])
 

@@ -60,7 +60,7 @@ from urllib.parse import quote
 import attrs
 import cattrs
 
-from cloudlet.errors import ConflictError
+from cloudlet.errors import ConflictError, InvalidName
 from cloudlet.model.ports import PortMapping
 from cloudlet.model.resources import Observed
 from cloudlet.store.base import Entry, Fence, Fences, Store, fence_list
@@ -172,7 +172,7 @@ def decode(raw: bytes) -> Any:
 
 def _check_name(name: str) -> str:
     if not name or "/" in name:
-        raise ValueError(f"invalid cloudlet name {name!r} for a store key")
+        raise InvalidName(f"no cloudlet can be named {name!r} (names match [a-z][a-z0-9-]{{0,39}})")
     return name
 
 

@@ -24,13 +24,14 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from cloudlet.errors import LockTimeout
-from cloudlet.sqlitefile import ThreadConnections
+from cloudlet.sqlitefile import BUSY_TIMEOUT_S, ThreadConnections, ensure_dir, file_errors
 from cloudlet.store.base import Entry, Fences, HeldLock, conflict, fence_list, fenced_out
 
 STATE_DB = "state.db"
@@ -52,6 +53,20 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
 """
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _named(method: F) -> F:
+    """SQLite's errors (corrupt, read-only, locked file) name the store's file."""
+
+    def wrapper(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        with file_errors(self.path):
+            return method(self, *args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
 class SqliteStore:
     """A revisioned key-value store with CAS in the SQLite file ``path``.
 
@@ -59,12 +74,12 @@ class SqliteStore:
     ``path.parent / "locks"``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.lock_dir = self.path.parent / LOCK_DIR
-        self._connections = ThreadConnections(self.path)
+        self._connections = ThreadConnections(self.path, busy_timeout)
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.path.parent)
         self._init_schema()
 
     # -- connections -------------------------------------------------------
@@ -74,6 +89,7 @@ class SqliteStore:
             raise RuntimeError(f"store {self.path} is closed")
         return self._connections.get()
 
+    @_named
     def _init_schema(self) -> None:
         with self._write() as conn:
             for statement in _SCHEMA.split(";"):
@@ -86,6 +102,7 @@ class SqliteStore:
 
     # -- the Store protocol ------------------------------------------------
 
+    @_named
     def get(self, key: str) -> Entry | None:
         row = (
             self._conn()
@@ -96,6 +113,7 @@ class SqliteStore:
         )
         return _entry(row) if row else None
 
+    @_named
     def put(
         self,
         key: str,
@@ -119,6 +137,7 @@ class SqliteStore:
             )
             return rev
 
+    @_named
     def delete(
         self, key: str, *, expect_revision: int | None = None, fence: Fences | None = None
     ) -> bool:
@@ -133,6 +152,7 @@ class SqliteStore:
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
             return True
 
+    @_named
     def list(self, prefix: str) -> list[Entry]:
         # Keys sharing a prefix are contiguous in key order, so a range scan
         # from the prefix that stops at the first non-match is exact and uses
@@ -149,6 +169,7 @@ class SqliteStore:
         cursor.close()
         return out
 
+    @_named
     def revision(self) -> int:
         row = self._conn().execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
         return int(row[0])
@@ -178,7 +199,7 @@ class SqliteStore:
 def open_store(state_dir: Path) -> SqliteStore:
     """The embedded store of a state directory, creating the directory."""
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(state_dir)
     return SqliteStore(state_dir / STATE_DB)
 
 

@@ -444,6 +444,14 @@ def test_capacity_counts_cluster_nodes_and_vip() -> None:
     [
         ("{type: fake, latencyMs: -1}", ["spec.platform.latencyMs: must be >= 0"]),
         ("{type: fake, jitterMs: -5}", ["spec.platform.jitterMs: must be >= 0"]),
+        (
+            "{type: fake, latencyMs: 9223372036854775807}",
+            ["spec.platform.latencyMs: must be at most 600000 (10 minutes)"],
+        ),
+        (
+            "{type: fake, jitterMs: 600001}",
+            ["spec.platform.jitterMs: must be at most 600000 (10 minutes)"],
+        ),
         ("{type: fake, failureRate: 1.0}", ["spec.platform.failureRate: must be in [0, 1)"]),
         ("{type: fake, failureRate: -0.1}", ["spec.platform.failureRate: must be in [0, 1)"]),
         ("{type: fake, failureRate: .nan}", ["spec.platform.failureRate: must be in [0, 1)"]),

@@ -8,7 +8,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from cloudlet.errors import ProviderError
-from cloudlet.sqlitefile import ThreadConnections
+from cloudlet.sqlitefile import ThreadConnections, ensure_dir, file_errors
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -50,9 +50,10 @@ COMMIT;
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
         self._conns = ThreadConnections(path)
-        self.conn().executescript(SCHEMA)
+        with file_errors(path):
+            self.conn().executescript(SCHEMA)
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (a new one after a fork: never share one)."""

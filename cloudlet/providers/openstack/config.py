@@ -10,11 +10,14 @@ WARNING even under ``--verbose``: they print request bodies.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import attrs
 import openstack
+import yaml
 from openstack import exceptions as sdk
+from openstack.config import loader
 
 from cloudlet.errors import ProviderError
 from cloudlet.model.spec import Platform
@@ -42,9 +45,58 @@ def quiet_sdk_logs() -> None:
             logger.setLevel(logging.WARNING)
 
 
+def sdk_config_files() -> list[str]:
+    """The files openstacksdk reads: the first that exists of each list
+    (clouds, clouds-public, secure), ``OS_CLIENT_*_FILE`` first."""
+    lists = [
+        (os.environ.get("OS_CLIENT_CONFIG_FILE"), loader.CONFIG_FILES),
+        (None, loader.VENDOR_FILES),
+        (os.environ.get("OS_CLIENT_SECURE_FILE"), loader.SECURE_FILES),
+    ]
+    found = []
+    for override, paths in lists:
+        first = next(
+            (p for p in ([override] if override else []) + paths if os.path.exists(p)), None
+        )
+        if first is not None:
+            found.append(first)
+    return found
+
+
+def broken_config_file() -> None:
+    """The SDK skips a clouds.yaml it cannot parse and then reports the cloud
+    "not found"; say which file and line is broken instead."""
+    for path in sdk_config_files():
+        try:
+            with open(path, encoding="utf-8") as fh:
+                yaml.safe_load(fh)
+        except OSError:
+            continue
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+            problem = getattr(err, "problem", None) or type(err).__name__
+            raise ProviderError(
+                f"{where}: not valid YAML ({problem}); openstacksdk skips this file",
+                transient=False,
+            ) from None
+
+
+def config_hint(cloud: str | None) -> str:
+    """What to fix, for the way the platform block asks for credentials."""
+    if cloud == "envvars":
+        return "platform.cloud is envvars: set OS_AUTH_URL and the other OS_* variables"
+    if cloud:
+        files = sdk_config_files()
+        read = ", ".join(files) if files else "no clouds.yaml found (set OS_CLIENT_CONFIG_FILE)"
+        return f"platform.cloud names an entry of clouds.yaml; read: {read}"
+    return "name a clouds.yaml entry in platform.cloud, or set OS_CLOUD or the OS_* variables"
+
+
 def connect(config: OpenstackConfig) -> Any:
     """An openstacksdk Connection (typed Any: SDK types stay in this package)."""
     quiet_sdk_logs()
+    broken_config_file()  # before the SDK warns in three lines and reads on
     what = f"connect to cloud {config.cloud!r}" if config.cloud else "connect to OpenStack"
     try:
         kwargs: dict[str, Any] = {"api_timeout": 60}
@@ -53,9 +105,7 @@ def connect(config: OpenstackConfig) -> Any:
         return openstack.connect(**kwargs)
     except sdk.ConfigException as err:
         raise ProviderError(
-            f"{what}: {err} (name a clouds.yaml entry in platform.cloud, "
-            "or set OS_CLOUD or the OS_* variables)",
-            transient=False,
+            f"{what}: {err} ({config_hint(config.cloud)})", transient=False
         ) from err
     except Exception as err:
         raise to_provider_error(what, err) from err

@@ -102,7 +102,56 @@ def _read_file(env: Mapping[str, str]) -> dict[str, Any]:
         raise _missing(f"cannot read config file {path}: {type(err).__name__}") from err
     if not isinstance(data, dict):
         raise _missing(f"config file {path} must hold a mapping")
+    _check_types(path, data)
     return data
+
+
+#: The config file's fields and the YAML types each may take.
+_FIELD_TYPES: Mapping[str, tuple[type, ...]] = {
+    "host": (str,),
+    "user": (str,),
+    "password": (str, int),
+    "insecure": (bool, str),
+    "caFile": (str,),
+    "dvSwitch": (str,),
+    "externalCidr": (str,),
+    "flavors": (dict,),
+    "images": (dict,),
+    "taskTimeout": (int, float),
+}
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    dict: "a mapping",
+}
+
+
+def _yaml_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    names: dict[type, str] = {str: "a string", list: "a list", dict: "a mapping"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_types(path: Path, data: Mapping[str, Any]) -> None:
+    """A field of the wrong YAML type is named with its file, not met later as
+    an ``AttributeError`` deep in the provider."""
+    for field, types in _FIELD_TYPES.items():
+        value = data.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
+            # The type, never the value: the field may be the password.
+            raise _missing(f"config file {path}: {field} must be {wanted}, not {_yaml_type(value)}")
+    if isinstance(data.get("taskTimeout"), int | float) and not data["taskTimeout"] > 0:
+        raise _missing(f"config file {path}: taskTimeout must be a positive number of seconds")
 
 
 def _flavors(raw: Any) -> dict[str, tuple[int, int]]:
