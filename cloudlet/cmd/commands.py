@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import attrs
 from rich.console import Console
 
 from cloudlet.cmd import history as history_cmd
+from cloudlet.cmd import interrupts
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.cmd.graphout import write_graph
@@ -86,13 +86,6 @@ def _confirm(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _install_sigterm(stop: Any) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
     """Store the file's desired state, then reconcile it."""
     cloudlets = load_file(args.file)
@@ -100,7 +93,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         raise CloudletError("--parallelism must be at least 1")
     options = SyncOptions(parallelism=args.parallelism, lock_timeout=lock_timeout())
     reports = []
-    with context(args) as ctx:
+    with context(args) as ctx, interrupts.caught() as caught:
         for cloudlet in cloudlets:
             engine = ctx.engine(cloudlet, options)
             asked = sys.stdin.isatty() and not args.yes and not args.json
@@ -111,7 +104,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     out().print("cancelled; nothing changed")
                     return 1
             engine.listener = listener = _listener(args, show_plan=not asked)
-            _install_sigterm(engine.stop)
+            if not caught.arm(engine.stop, listener.close):
+                break  # a signal came: start no other cloudlet
             report = engine.sync(cloudlet)  # store, then reconcile
             listener.close()
             reports.append(report)
@@ -120,7 +114,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.json:
         docs = [r.to_json() for r in reports]
         emit_json(docs[0] if len(docs) == 1 else docs)
-    return 0 if all(r.converged for r in reports) else 1
+    ok = all(r.converged for r in reports)
+    return caught.conclude(reports, f"cloudlet sync {args.file}", ok=ok)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -148,7 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
-    with context(args) as ctx:
+    with context(args) as ctx, interrupts.caught() as caught:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(cloudlet, listener=_listener(argparse.Namespace(json=False)))
         if not args.yes:
@@ -158,10 +153,10 @@ def cmd_destroy(args: argparse.Namespace) -> int:
                 )
             if not _confirm(f"Delete everything cloudlet {args.name} owns?"):
                 return 1
-        _install_sigterm(engine.stop)
+        caught.arm(engine.stop, engine.listener.close)
         report = engine.destroy(cloudlet.name)  # forgets the desired state once all is gone
         print_sync(out(), report)
-    return 0 if report.converged else 1
+    return caught.conclude([report], f"cloudlet destroy {args.name}", ok=report.converged)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

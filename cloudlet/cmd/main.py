@@ -12,9 +12,11 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cloudlet import __version__
 from cloudlet.cmd import agentcmd, commands, fakecmd
+from cloudlet.cmd.interrupts import Interrupted
 from cloudlet.errors import CloudletError, SpecError
 
 
@@ -42,8 +44,20 @@ def setup_logging(verbose: bool, fmt: str) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is an operator mistake like any other: one line naming
+    it and where help is, and exit 1 (argparse's 2 is what ``plan`` says
+    for "changes pending")."""
+
+    def error(self, message: str) -> NoReturn:
+        # The subcommand's own parser names itself: "cloudlet sync: ...".
+        where = self.prog.removeprefix("cloudlet").strip()
+        said = f"{where}: {message}" if where else message
+        self.exit(1, f"cloudlet: {said} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p: argparse.ArgumentParser = Parser(
         prog="cloudlet", description="Declarative state sync for edge cloudlets."
     )
     p.add_argument("--version", action="version", version=f"cloudlet {__version__}")
@@ -51,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--etcd", help="etcd endpoints HOST:PORT[,...] (env CLOUDLET_ETCD)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--log-format", choices=["text", "json"], default="text")
+    # Subparsers (and theirs, as ``fake``'s) are made of the parent's class: Parser.
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
     fakecmd.register(sub)
@@ -92,9 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CloudletError as err:
         print(f"cloudlet: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # before anything ran (cmd.interrupts)
         print("cloudlet: interrupted", file=sys.stderr)
-        return 130
+        return err.code if isinstance(err, Interrupted) else 130
     except BrokenPipeError:
         return 1
     except Exception as err:  # a bug: say so plainly, trace only on request
