@@ -71,7 +71,7 @@ class Interrupts:
         for stop in self._stops:
             stop.set()
         again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
-        _say(f"\ncloudlet: stopping: letting the running calls finish ({again} exits at once)\n")
+        _say(f"cloudlet: stopping: letting the running calls finish ({again} exits at once)\n")
 
     @property
     def code(self) -> int | None:
@@ -118,7 +118,7 @@ def _say(text: str) -> None:
     """Best effort from a signal handler: through ``sys.stderr``, which a live
     progress bar redirects above itself; never an exception into the walk."""
     try:
-        sys.stderr.write(text)
+        sys.stderr.write("\n" + text if sys.stderr.isatty() else text)  # off the ^C echo
         sys.stderr.flush()
     except Exception:
         pass

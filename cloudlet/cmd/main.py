@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cloudlet: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as err:  # before anything ran (cmd.interrupts)
-        print("cloudlet: interrupted", file=sys.stderr)
+        lead = "\n" if sys.stderr.isatty() else ""  # off the terminal's ^C
+        print(f"{lead}cloudlet: interrupted", file=sys.stderr)
         return err.code if isinstance(err, Interrupted) else 130
     except BrokenPipeError:
         return 1

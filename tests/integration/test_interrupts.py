@@ -237,7 +237,37 @@ def test_a_second_ctrl_c_exits_at_once_and_the_journal_keeps_the_next_sync_safe(
     assert took < 1.0, f"exited {took:.2f} s after the second Ctrl-C"
     assert out.rfind(SHOW) > out.rfind(HIDE) >= 0, repr(out[-400:])
     assert "Traceback" not in out, out
+    assert in_flight(state_dir), "the calls cut off left no journal entries"
     assert_resync_converges(spec, state_dir, expected)
+    assert in_flight(state_dir) == []
+
+
+def in_flight(state_dir: Path) -> list[str]:
+    """The steps the journal holds as begun and never ended."""
+    from cloudlet.store.records import StateRepo
+    from cloudlet.store.sqlite import open_store
+
+    store = open_store(state_dir)
+    try:
+        return sorted(j.step for j in StateRepo(store).journal_pending(NAME))
+    finally:
+        store.close()
+
+
+def test_ctrl_c_at_the_confirmation_prompt_ends_at_once_and_stores_nothing(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    """Nothing runs yet: the guard is not armed, so Ctrl-C is not deferred."""
+    spec = write_spec(tmp_path / "ctrlc.yaml", latency_ms=0)
+    term = Terminal("sync", spec, state_dir=state_dir)
+    deadline = time.monotonic() + 30
+    while "[y/N]" not in term.output and time.monotonic() < deadline:
+        time.sleep(0.02)
+    term.ctrl_c()
+    assert term.wait(timeout=10) == 130, term.output
+    assert term.output.endswith("cloudlet: interrupted\r\n"), repr(term.output[-200:])
+    assert count_objects(state_dir) == 0
+    assert cli("get", NAME, state_dir=state_dir).returncode == 1  # no desired state stored
 
 
 def test_usage_errors_exit_1_with_one_line_and_a_pointer_to_help(state_dir: Path) -> None:
