@@ -8,6 +8,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from cloudlet.agent.sourcekinds import SOURCE_KINDS, SourceSpecError, parse_source
 from cloudlet.logsafety import route_sdk_logs
@@ -31,15 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the agent until SIGTERM; 2 for a command line it cannot use."""
+    """Run the agent until SIGTERM; 1 for a command line it cannot use."""
     try:
         source = parse_source(args.source)
     except SourceSpecError as e:
         print(f"cloudlet lb-agent: {e}", file=sys.stderr)
-        return 2
+        return 1
     if args.interval <= 0:
         print("cloudlet lb-agent: --interval must be positive", file=sys.stderr)
-        return 2
+        return 1
     from cloudlet.agent.agent import Agent, serve  # the parser is built without it
 
     runtime = Path(args.runtime_dir)
@@ -48,8 +49,16 @@ def run(args: argparse.Namespace) -> int:
     return serve(Agent(source, runtime, report), args.interval)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 in one line, as ``cloudlet``'s do (its parser is
+    not imported here: this entry point stays light)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cloudlet lb-agent", description=DESCRIPTION)
+    p = _Parser(prog="cloudlet lb-agent", description=DESCRIPTION)
     add_arguments(p)
     args = p.parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)

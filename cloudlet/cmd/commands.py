@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from cloudlet.errors import CloudletError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from cloudlet.cmd.interrupts import Interrupts
     from cloudlet.engine.report import SyncReport
     from cloudlet.engine.sync import Engine, SyncListener
     from cloudlet.model.spec import Cloudlet
@@ -132,19 +132,13 @@ def _confirm(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-def _install_sigterm(stop: Any) -> None:
-    def handler(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def cmd_sync(args: argparse.Namespace) -> int:
     """Store the file's desired state, then reconcile it; or reconcile the
     stored desired state of the cloudlet named (``sync NAME``). On a terminal
     (without ``--yes``) only what the operator approved is applied; with
     ``--plan``, only what the saved plan holds."""
     from cloudlet.cmd import byname
+    from cloudlet.cmd.interrupts import caught as caught_signals
     from cloudlet.cmd.render import print_sync
     from cloudlet.cmd.savedplan import read_saved
     from cloudlet.engine.sync import SyncOptions
@@ -161,7 +155,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     saved = read_saved(args.plan) if args.plan is not None else None
     options = SyncOptions(parallelism=args.parallelism, lock_timeout=lock_timeout())
     reports = []
-    with context(args) as ctx:
+    with context(args) as ctx, caught_signals() as caught:
         targets: list[tuple[Cloudlet, int | None]]
         if saved is not None:
             targets = [(s.cloudlet, None) for s in saved]
@@ -170,16 +164,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
         for n, (cloudlet, revision) in enumerate(targets):
             engine = ctx.engine(cloudlet, options)
             if asked:  # SIGTERM's handler is installed only once the answer is in
-                approved = _sync_approved(args, engine, cloudlet, revision)
+                approved = _sync_approved(args, engine, cloudlet, revision, caught)
                 if approved is None:
                     return 1
                 report = approved
             elif saved is not None:
-                _install_sigterm(engine.stop)
-                report = _sync_saved(args, engine, saved[n])
+                report = _sync_saved(args, engine, saved[n], caught)
             else:
-                _install_sigterm(engine.stop)
                 engine.listener = listener = _listener(args)
+                if not caught.arm(engine.stop, listener.close):
+                    break  # a signal came: start no other cloudlet
                 if revision is None:
                     report = engine.sync(cloudlet)  # store, then reconcile
                 else:
@@ -191,7 +185,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.json:
         docs = [r.to_json() for r in reports]
         emit_json(docs[0] if len(docs) == 1 else docs)
-    return 0 if all(r.converged for r in reports) else 1
+    ok = all(r.converged for r in reports)
+    resume = f"cloudlet sync {args.file}" if args.file else f"cloudlet sync --plan {args.plan}"
+    return caught.conclude(reports, resume, ok=ok)
 
 
 def _asking(args: argparse.Namespace) -> Console:
@@ -209,7 +205,11 @@ def _ask(console: Console, question: str) -> bool:
 
 
 def _sync_approved(
-    args: argparse.Namespace, engine: Engine, cloudlet: Cloudlet, revision: int | None
+    args: argparse.Namespace,
+    engine: Engine,
+    cloudlet: Cloudlet,
+    revision: int | None,
+    caught: Interrupts,
 ) -> SyncReport | None:
     """Show the plan, ask, apply exactly it; while a fresh plan differs from
     the one approved, show how and ask again. None: the operator said no.
@@ -228,15 +228,17 @@ def _sync_approved(
             console.print("cancelled; nothing changed")
             return None
         engine.listener = listener = _listener(args, show_plan=False)
-        _install_sigterm(engine.stop)
+        caught.arm(engine.stop, listener.close)
         if revision is None:
             report = engine.sync(cloudlet, approved=bind(plan))
         else:
             report = engine.reconcile(cloudlet, revision, approved=bind(plan))
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a question may follow
         listener.close()
         if report.steps or report.mismatch is None or report.unapproved is None:
             return report
+        if caught.code is not None:
+            return report  # a signal came: ask nothing more
+        caught.disarm()  # nothing applied; a signal at the next question ends it
         console.print(f"[bold]{cloudlet.name}[/]: the plan changed since you approved it:")
         for line in report.mismatch.lines():
             console.print(f"  {escape(line)}", highlight=False)
@@ -244,9 +246,12 @@ def _sync_approved(
         print_plan(console, plan)
 
 
-def _sync_saved(args: argparse.Namespace, engine: Engine, saved: SavedPlan) -> SyncReport:
+def _sync_saved(
+    args: argparse.Namespace, engine: Engine, saved: SavedPlan, caught: Interrupts
+) -> SyncReport:
     """Apply the saved plan exactly, or refuse in one line naming what moved."""
     engine.listener = listener = _listener(args)
+    caught.arm(engine.stop, listener.close)
     report = engine.sync_saved(saved)
     listener.close()
     if report.stopped == "changed" and not report.steps:
@@ -319,10 +324,11 @@ def _show_destroy_plan(plan: Plan) -> None:
 
 
 def cmd_destroy(args: argparse.Namespace) -> int:
+    from cloudlet.cmd.interrupts import caught as caught_signals
     from cloudlet.cmd.render import print_sync
     from cloudlet.planner import plan_actions
 
-    with context(args) as ctx:
+    with context(args) as ctx, caught_signals() as caught:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(
             cloudlet, listener=_listener(argparse.Namespace(json=False), show_plan=False)
@@ -335,10 +341,10 @@ def cmd_destroy(args: argparse.Namespace) -> int:
                 )
             if not _confirm(f"Delete everything cloudlet {args.name} owns?"):
                 return 1
-        _install_sigterm(engine.stop)
+        caught.arm(engine.stop, engine.listener.close)
         report = engine.destroy(cloudlet.name)  # forgets the desired state once all is gone
         print_sync(out(), report)
-    return 0 if report.converged else 1
+    return caught.conclude([report], f"cloudlet destroy {args.name}", ok=report.converged)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:

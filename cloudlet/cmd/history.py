@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -88,17 +87,19 @@ def _sync_now(ctx: Context, cloudlet: Cloudlet, revision: int) -> int:
     """Reconcile the revision just stored; the summary as ``sync`` prints it."""
     from rich.console import Console
 
+    from cloudlet.cmd.interrupts import caught
     from cloudlet.cmd.progress import PlainProgress, RichProgress
     from cloudlet.cmd.render import print_sync
 
     console = Console(highlight=False, soft_wrap=True)
     progress = RichProgress if console.is_terminal else PlainProgress
     engine = ctx.engine(cloudlet, listener=progress(console, show_plan=True))
-    signal.signal(signal.SIGTERM, lambda signum, frame: engine.stop.set())
-    report = engine.reconcile(cloudlet, revision)
-    engine.listener.close()
-    print_sync(console, report)
-    return 0 if report.converged else 1
+    with caught() as guard:
+        guard.arm(engine.stop, engine.listener.close)
+        report = engine.reconcile(cloudlet, revision)
+        engine.listener.close()
+        print_sync(console, report)
+        return guard.conclude([report], f"cloudlet sync {cloudlet.name}", ok=report.converged)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

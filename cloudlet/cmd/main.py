@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cloudlet import __version__
 from cloudlet.cmd import agentcmd, commands, fakecmd, helptext
@@ -44,8 +45,20 @@ def setup_logging(verbose: bool, fmt: str) -> None:
     route_sdk_logs(handler)
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is an operator mistake like any other: one line naming
+    it and where help is, and exit 1 (argparse's 2 is what ``plan`` says
+    for "changes pending")."""
+
+    def error(self, message: str) -> NoReturn:
+        # The subcommand's own parser names itself: "cloudlet sync: ...".
+        where = self.prog.removeprefix("cloudlet").strip()
+        said = f"{where}: {message}" if where else message
+        self.exit(1, f"cloudlet: {said} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p: argparse.ArgumentParser = Parser(
         prog="cloudlet",
         description="Declarative state sync for edge cloudlets.",
         epilog=helptext.ROOT,
@@ -62,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--log-format", choices=["text", "json"], default="text", help="log lines on stderr"
     )
+    # Subparsers (and theirs, as ``fake``'s) are made of the parent's class: Parser.
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
     fakecmd.register(sub)
@@ -103,9 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CloudletError as err:
         print(f"cloudlet: {redact(str(err))}", file=sys.stderr)  # SDK text may hold a URL
         return 1
-    except KeyboardInterrupt:
-        print("cloudlet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # before anything ran (cmd.interrupts)
+        lead = "\n" if sys.stderr.isatty() else ""  # off the terminal's ^C
+        print(f"{lead}cloudlet: interrupted", file=sys.stderr)
+        # cmd.interrupts.Interrupted carries the status its signal means (143 for SIGTERM)
+        code = getattr(err, "code", 130)
+        return code if isinstance(code, int) else 130
     except BrokenPipeError:
         return 1
     except Exception as err:  # a bug: say so plainly, trace only on request

@@ -83,15 +83,25 @@ def _labels(actions: Sequence[Action]) -> list[str]:
 PAST = {"create": "created", "update": "updated", "replace": "replaced", "delete": "deleted"}
 
 
+VERDICTS = {
+    "converged": "[green]converged[/]",
+    "interrupted": "[yellow]interrupted[/]",
+    "failed": "[red]FAILED[/]",
+}
+
+
 def print_sync(console: Console, report: SyncReport) -> None:
+    """The verdict and what was done; each failure; then what a failure
+    blocked. Steps a stop left unstarted are counted in the message, not
+    listed as blocked: nothing failed them."""
     done = Counter(
         s.op
         for s in report.steps
         if s.outcome == "ok" and (s.op != "replace" or s.phase == "create")
     )
     failed = [s for s in report.steps if s.outcome == "failed"]
-    blocked = [s for s in report.steps if s.outcome in ("blocked", "cancelled")]
-    verdict = "[green]converged[/]" if report.converged else "[red]FAILED[/]"
+    blocked = [s for s in report.steps if s.outcome == "blocked"]
+    verdict = VERDICTS[report.record_outcome]
     parts = ", ".join(f"{n} {PAST[op]}" for op, n in sorted(done.items()))
     console.print(
         f"[bold]{report.cloudlet}[/]: {verdict} in {report.wall:.2f} s"

@@ -2,7 +2,9 @@
 
 Level-triggered like a Kubernetes controller: each round re-reads the actual
 state, plans against it and applies; the run ends when a fresh plan is empty
-(converged) or a round leaves failures (failed). A reconcile reads the
+(converged), a round leaves failures (failed, unless a fresh observation
+shows the cloud converged all the same) or a stop is asked for (interrupted:
+the running calls finish, nothing new starts). A reconcile reads the
 desired state and never writes it (``engine.desired`` does, for ``apply``,
 ``rollback`` and ``sync``). The per-cloudlet lock keeps two runs of one
 cloudlet from interleaving; if the store takes the lock away (an etcd lease
@@ -28,7 +30,7 @@ import attrs
 
 from cloudlet.engine.apply import StepRunner
 from cloudlet.engine.desired import DesiredMoved, Expected, store_desired
-from cloudlet.engine.report import StepOutcome, SyncReport
+from cloudlet.engine.report import StepOutcome, SyncReport, tally
 from cloudlet.engine.retry import RetryPolicy, call_with_retry
 from cloudlet.engine.walk import NodeResult, WalkEvents, walk
 from cloudlet.errors import FencedOut, ProviderError, TerminalError
@@ -321,12 +323,28 @@ class _Run:
             report.plans.append(plan)
             engine.listener.plan_ready(plan, round_no)
             failed = self._apply(plan, report, round_no, t0)
-            if failed or self.stop.is_set():
-                report.message = f"{failed} actions failed" if failed else "interrupted"
-                if not failed:
-                    report.stopped = "interrupted"
+            if self.stop.is_set() and _cut_short(report, round_no):
+                report.stopped = "interrupted"
+                report.message = tally(report.steps).describe()
                 report.actual = engine.observe(self.name)
                 return
+            if failed:
+                self._settle(desired, report, frozen)
+                return
+
+    def _settle(
+        self, desired: Sequence[Resource], report: SyncReport, frozen: frozenset[str]
+    ) -> None:
+        """After a round with failures: converged after all if a fresh plan is
+        empty (a call that failed once the cloud had committed its work)."""
+        engine = self.engine
+        report.actual = engine.observe(self.name)
+        said = tally(report.steps).describe()
+        if leave_alone(engine._plan(self.name, desired, report.actual), frozen).empty:
+            report.converged = True
+            report.message = f"converged; the cloud matches though calls failed ({said})"
+        else:
+            report.message = said
 
     def _within(self, approved: Binding, plan: Plan, round_no: int, report: SyncReport) -> bool:
         """Whether ``plan`` is what was approved. Round 1 must be exactly
@@ -413,7 +431,7 @@ class _Run:
         at = self.engine.wallclock()
         record = SyncRecord(
             report.revision,
-            "converged" if report.converged else "failed",
+            report.record_outcome,
             report.message,
             at,
             round(report.wall, 4),
@@ -489,6 +507,12 @@ class _EitherEvent(threading.Event):
 
     def is_set(self) -> bool:
         return self._a.is_set() or self._b.is_set() or super().is_set()
+
+
+def _cut_short(report: SyncReport, round_no: int) -> bool:
+    """Whether a stop left steps of this round unstarted (a stop that came
+    as the last steps ran interrupts nothing: the next round sees)."""
+    return any(s.outcome == "cancelled" for s in report.steps if s.round == round_no)
 
 
 def _shift(value: float | None, offset: float) -> float | None:

@@ -197,13 +197,20 @@ def conditions(
     Degraded: it differs from its spec and the last sync could not fix it,
     or the last sync failed for good (an invalid spec waits for a new one).
     ``pending`` differences (a revision not synced yet) make Ready False
-    with reason Pending, not Drifted, and never make it Degraded."""
+    with reason Pending, not Drifted, and never make it Degraded.
+    An interrupted sync (stopped on request) is not Synced, and not Degraded
+    either: nothing failed, the next sync finishes the job."""
     outcome = last_sync.outcome if last_sync else None
     message = last_sync.message if last_sync else ""
     terminal = bool(last_sync and last_sync.terminal)
-    sync_reason = {"converged": "LastSyncSucceeded", "failed": "LastSyncFailed"}
+    sync_reason = {
+        "converged": "LastSyncSucceeded",
+        "failed": "LastSyncFailed",
+        "interrupted": "Interrupted",
+    }
     reason = "TerminalError" if terminal else sync_reason.get(str(outcome), "NeverSynced")
     degraded = (bool(drift) and outcome == "failed") or terminal
+    calm = "Interrupted" if outcome == "interrupted" else "AsExpected"
     ready_msg = f"{_count(len(drift))} from the desired state" if drift else ""
     ready_reason = "Drifted" if drift else ("Pending" if pending else "Converged")
     if pending:
@@ -216,7 +223,7 @@ def conditions(
         Condition(
             "Degraded",
             _flag(degraded),
-            ("TerminalError" if terminal else "SyncFailed") if degraded else "AsExpected",
+            ("TerminalError" if terminal else "SyncFailed") if degraded else calm,
             message if degraded else "",
             at,
         ),

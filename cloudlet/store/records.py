@@ -96,6 +96,10 @@ class HistoryRecord:
 class SyncRecord:
     """What the engine's last reconcile of a cloudlet came to.
 
+    ``outcome``: "converged"; "failed" (a step failed, the cloud could not be
+    observed, or the spec cannot be reconciled); or "interrupted" (stopped on
+    request, by a signal or the daemon's shutdown: running calls finished,
+    the rest never started; nothing failed and the next sync finishes).
     ``terminal``: no retry can fix it (an invalid stored spec, a plan that
     cannot be ordered); the daemon waits for a new desired revision.
     """
