@@ -145,8 +145,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     if args.parallelism < 1:
         raise CloudletError("--parallelism must be at least 1")
-    if (args.file is None) == (args.plan is None):
-        raise CloudletError("sync takes a FILE or --plan PLAN (one of them)")
+    if args.file is None and args.plan is None:
+        raise CloudletError(
+            "sync: the following arguments are required: FILE|NAME or --plan PLAN"
+            " (see cloudlet sync --help)"
+        )
+    if args.file is not None and args.plan is not None:
+        raise CloudletError(
+            "sync: FILE|NAME and --plan PLAN exclude each other (see cloudlet sync --help)"
+        )
     asked = sys.stdin.isatty() and not args.yes and args.plan is None
     if args.json and not args.yes and not asked and args.plan is None:
         raise CloudletError(
