@@ -138,17 +138,19 @@ def log_reconcile(
     elif outcome == "terminal":
         level = logging.ERROR
     actions = f"{ok} action{'s' if ok != 1 else ''}" + (f", {failed} failed" if failed else "")
+    said = report.message not in ("", "converged", "no changes", outcome)
+    detail = f": {report.message}" if said else ""
     retry = f"; retrying in {retry_in:.1f} s" if retry_in is not None else ""
     log.log(
         level,
-        "cloudlet %s: revision %s %s (%s; %s): %s in %.2f s%s",
+        "cloudlet %s: revision %s %s (%s): %s in %.2f s%s%s",
         name,
         report.revision if report.revision is not None else "?",
         outcome,
-        report.message or outcome,
         reason,
         actions,
         wall,
+        detail,
         retry,
         extra=fields,
     )
