@@ -127,6 +127,7 @@ def log_reconcile(
         "failed": failed,
         "duration": round(wall, 3),
         "reason": reason,
+        "detail": report.message,
     }
     if retry_in is not None:
         fields["retry_in"] = round(retry_in, 3)
@@ -137,7 +138,7 @@ def log_reconcile(
         level = logging.WARNING
     elif outcome == "terminal":
         level = logging.ERROR
-    actions = f"{ok} action{'s' if ok != 1 else ''}" + (f", {failed} failed" if failed else "")
+    actions = f"{ok} ok, {failed} failed" if failed else f"{ok} action{'s' if ok != 1 else ''}"
     said = report.message not in ("", "converged", "no changes", outcome)
     detail = f": {report.message}" if said else ""
     retry = f"; retrying in {retry_in:.1f} s" if retry_in is not None else ""

@@ -210,3 +210,48 @@ def test_a_metrics_port_in_use_is_named(state_dir: Path) -> None:
         port = taken.getsockname()[1]
         line = one_line_failure("--metrics-port", str(port), state_dir=state_dir)
     assert line == f"cloudlet: metrics port 127.0.0.1:{port} is in use"
+
+
+def test_a_failed_action_is_told_once_and_the_reconcile_summed_up_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One reconcile in which one create fails for good: the action's line
+    (with the cloud's error) and the reconcile's summary (with the retry)
+    are the only two lines at WARNING; neither the engine nor the retry
+    repeats it."""
+    import logging
+
+    from cloudlet.engine.daemon import Daemon
+    from cloudlet.errors import ProviderError
+    from cloudlet.model.codec import unstructure
+    from cloudlet.model.load import load_file
+    from cloudlet.model.resources import Observed, Resource
+    from cloudlet.providers.fake import FakeProvider
+    from cloudlet.shepherd.metrics import Metrics
+    from cloudlet.store.records import StateRepo
+    from cloudlet.store.sqlite import open_store
+
+    class NoQuota(FakeProvider):
+        def create(self, owner: str, resource: Resource) -> Observed:
+            if resource.id == "vm/cache":
+                raise ProviderError("quota exceeded: instances", transient=False)
+            return super().create(owner, resource)
+
+    repo = StateRepo(open_store(tmp_path))
+    cloudlet = load_file(str(ROUTER))[0]
+    repo.put_desired(NAME, unstructure(cloudlet), at=time.time())
+    daemon = Daemon(repo, lambda c: NoQuota(tmp_path), Metrics("test"))
+    caplog.set_level(logging.INFO, logger="cloudlet")  # the daemon's default
+    daemon._reconcile_and_requeue(NAME)
+    repo.store.close()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    told = [r for r in caplog.records if "quota exceeded" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.WARNING, caplog.text
+    assert told[0].getMessage().startswith(f"cloudlet {NAME}: failed to create vm/cache")
+    retry = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retry) == 1, caplog.text
+    assert f"cloudlet {NAME}: revision 1 failed (new revision 1): " in retry[0].getMessage()
+    assert "1 failed" in retry[0].getMessage()
+    assert [r.getMessage() for r in loud] == [told[0].getMessage(), retry[0].getMessage()]
+    assert getattr(retry[0], "outcome", None) == "failed"
+    assert getattr(told[0], "id", None) == "vm/cache"
