@@ -27,7 +27,7 @@ from cloudlet.errors import CloudletError
 from cloudlet.providers.fake import FakeProvider
 from cloudlet.shepherd.metrics import Metrics
 from cloudlet.shepherd.status import Status
-from cloudlet.store.ownership import Ownership
+from cloudlet.store.ownership import Ownership, preferred
 from cloudlet.store.records import StateRepo
 from cloudlet.store.sqlite import open_store
 
@@ -205,3 +205,27 @@ def test_a_log_line_during_a_live_bar_goes_through_the_console(
     finally:
         logging.getLogger("cloudlet").handlers[:] = []
         logging.getLogger("cloudlet").setLevel(logging.NOTSET)
+
+
+def test_a_cloudlet_handed_to_another_replica_loses_its_series_here(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    clock = Clock()
+    clock.now = 1_000_000.0
+    a = Ownership(store, "a", ttl=10.0, clock=clock)
+    b = Ownership(store, "b", ttl=10.0, clock=clock)
+    name = next(n for n in (f"site-{i}" for i in range(100)) if preferred(n, ["a", "b"]) == "b")
+    metrics = Metrics("a")
+    daemon = Daemon(StateRepo(store), lambda c: FakeProvider(tmp_path), metrics, ownership=a)
+    a.heartbeat()
+    daemon._seen = {name: 1, "other": 1}
+    daemon._rebalance()  # alone: a takes both
+    assert a.owns(name)
+    for each in (name, "other"):
+        metrics.record_status(each, _status([("vm", "ready")]), converged=True)
+    b.heartbeat()  # b joins: name prefers b, so a hands it over
+    daemon._rebalance()
+    assert not a.owns(name)
+    labels = [s.labels for m in metrics.registry.collect() for s in m.samples]
+    assert not any(lab.get("cloudlet") == name for lab in labels)
+    assert any(lab.get("cloudlet") == "other" for lab in labels) == a.owns("other")
+    store.close()
