@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from cloudlet.cmd.context import Context
@@ -69,21 +70,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     ownership = Ownership(ctx.repo.store, replica, ttl=args.lease_ttl)
     daemon = Daemon(ctx.repo, provider_for, metrics, options, ownership=ownership)
     with ctx:
-        server = None
-        if args.metrics_port is not None:
-            server = metrics.serve(args.metrics_port, args.metrics_addr, daemon.readiness)
-            log.info(
-                "metrics on http://%s:%d/metrics (probes /healthz, /readyz)",
-                args.metrics_addr,
-                args.metrics_port,
-            )
-
-        def on_signal(signum: int, frame: Any) -> None:
-            log.warning("signal %d: finishing in-flight steps, then stopping", signum)
-            daemon.stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        server = _serve_metrics(args, metrics, daemon)
+        _stop_on_signals(daemon)
         log.info(
             "replica %s reconciling every %g s from %s",
             replica,
@@ -98,6 +86,31 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 server.shutdown()
                 server.server_close()
     return 0 if daemon.failure is None else 1
+
+
+def _serve_metrics(
+    args: argparse.Namespace, metrics: Metrics, daemon: Daemon
+) -> ThreadingHTTPServer | None:
+    """The metrics port with the daemon's probes, if asked for; before any
+    work starts, so that a port in use is said at once."""
+    if args.metrics_port is None:
+        return None
+    server = metrics.serve(args.metrics_port, args.metrics_addr, daemon.readiness)
+    log.info(
+        "metrics on http://%s:%d/metrics (probes /healthz, /readyz)",
+        args.metrics_addr,
+        args.metrics_port,
+    )
+    return server
+
+
+def _stop_on_signals(daemon: Daemon) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
+        log.warning("signal %d: finishing in-flight steps, then stopping", signum)
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:

@@ -112,6 +112,16 @@ class LoggedListener:
         return None
 
 
+def _level(report: SyncReport) -> int:
+    """Quiet for a resync that found nothing to do or an instant requeue; loud for failures."""
+    outcome = report.outcome
+    if outcome == "superseded" or (outcome == "converged" and not report.steps):
+        return logging.DEBUG
+    if outcome in ("failed", "lost"):
+        return logging.WARNING
+    return logging.ERROR if outcome == "terminal" else logging.INFO
+
+
 def log_reconcile(
     name: str, report: SyncReport, reason: str, wall: float, retry_in: float | None
 ) -> None:
@@ -131,19 +141,12 @@ def log_reconcile(
     }
     if retry_in is not None:
         fields["retry_in"] = round(retry_in, 3)
-    level = logging.INFO
-    if outcome == "superseded" or (outcome == "converged" and not report.steps):
-        level = logging.DEBUG  # a resync that found nothing to do, or an instant requeue
-    elif outcome in ("failed", "lost"):
-        level = logging.WARNING
-    elif outcome == "terminal":
-        level = logging.ERROR
     actions = f"{ok} ok, {failed} failed" if failed else f"{ok} action{'s' if ok != 1 else ''}"
     said = report.message not in ("", "converged", "no changes", outcome)
     detail = f": {report.message}" if said else ""
     retry = f"; retrying in {retry_in:.1f} s" if retry_in is not None else ""
     log.log(
-        level,
+        _level(report),
         "cloudlet %s: revision %s %s (%s): %s in %.2f s%s%s",
         name,
         report.revision if report.revision is not None else "?",
