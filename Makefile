@@ -26,12 +26,17 @@ $(RUN_STAMP): pyproject.toml
 	$(BIN)/pip install -q -e .
 	touch $(RUN_STAMP)
 
-# Graphviz draws `cloudlet graph -o x.svg`; the tests draw one.
+# Graphviz draws `cloudlet graph -o x.svg`; the tests draw one. systemd-analyze verifies the
+# contrib/ unit (offline: no running systemd needed).
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { \
 	  echo "installing graphviz (for cloudlet graph -o *.svg)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
 	  || echo "warning: could not install graphviz; SVG/PNG graph tests will fail"; }
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  echo "installing systemd (its systemd-analyze checks contrib/cloudlet-reconcile.service offline)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null) \
+	  || echo "warning: could not install systemd; the unit file tests will fail"; }
 
 # The `local` platform's data plane (issue 10): haproxy (TCP), nginx stream (UDP), keepalived (VRRP),
 # nftables, iproute2, conntrack, arping, socat, curl. Packaged services must never start: every daemon

@@ -19,21 +19,41 @@ from cloudlet.cmd import agentcmd, commands, fakecmd, helptext
 from cloudlet.errors import CloudletError, SpecError
 from cloudlet.logsafety import redact, route_sdk_logs
 
+#: What every log record has; anything else on a record came with ``extra=``.
+_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object a line: level, logger, message and time, then the
+    record's own fields (``cloudlet``, ``id``, ``op``, ``outcome``, ...)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "level": record.levelname.lower(),
-                "logger": record.name,
-                "message": record.getMessage(),
-                "time": record.created,
-            }
-        )
+        doc: dict[str, object] = {
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "time": record.created,
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRS and key not in doc:
+                doc[key] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each line, not as it was at start:
+    while a rich progress bar is live, rich points it at its console, which
+    prints the line above the bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # under the handler's lock (``handle`` holds it)
+        super().emit(record)
 
 
 def setup_logging(verbose: bool, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         JsonFormatter()
         if fmt == "json"

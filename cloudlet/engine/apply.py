@@ -71,7 +71,8 @@ class StepRunner:
                 attempts=tally,
             )
         except ProviderError as err:
-            log.warning("%s failed after %d attempts: %s", step.key, tally.count, err)
+            # Debug only: the listener (CLI progress, daemon log) tells the failure once.
+            log.debug("%s failed after %d attempts: %s", step.key, tally.count, err)
             self._done(step, key, tally)
             raise
         # Anything else (a crash, an interrupt) leaves the journal entry: the

@@ -7,6 +7,12 @@ schedules the next periodic resync (jittered, so a thousand cloudlets do not
 resync in one burst), which is what heals drift made behind our back; every
 failure is retried with exponential backoff. The daemon dials out only (to
 its store and the orchestrators); the one port it may open is for metrics.
+
+It says what it did, and nothing while it does: a ``LoggedListener`` hears
+each step the engine finishes and logs one line per action (what, why,
+outcome, duration), and each reconcile ends in one summary line; a failure
+is told there once, with its retry delay. Every line carries its facts as
+fields of the record too (``extra=``), for ``--log-format json``.
 """
 
 from __future__ import annotations
@@ -22,16 +28,136 @@ import attrs
 from cloudlet.engine.queue import WorkQueue
 from cloudlet.engine.report import SyncReport
 from cloudlet.engine.sync import Engine, SyncOptions, record_terminal
+from cloudlet.engine.walk import NodeResult
 from cloudlet.errors import CloudletError, SpecError, WatchCompacted
 from cloudlet.model.codec import structure
 from cloudlet.model.spec import Cloudlet
+from cloudlet.planner import Plan, Step
 from cloudlet.providers.base import Provider
 from cloudlet.shepherd.metrics import InstrumentedProvider, Metrics
 from cloudlet.store.base import Watchable
 from cloudlet.store.ownership import Ownership
-from cloudlet.store.records import DESIRED, StateRepo
+from cloudlet.store.records import DESIRED, StateRepo, SyncRecord
 
 log = logging.getLogger("cloudlet.daemon")
+
+_DONE = {"create": "created", "update": "updated", "delete": "deleted"}
+
+
+def reason_for(revision: int, last: SyncRecord | None) -> str:
+    """Why a reconcile acts: a revision not yet converged, or drift found on
+    one that had (what the periodic resync is for)."""
+    if last is None or last.revision != revision:
+        return f"new revision {revision}"
+    return "healed drift" if last.converged else f"retry of revision {revision}"
+
+
+@attrs.define
+class LoggedListener:
+    """A ``SyncListener`` that logs each action the engine finishes, in one
+    line with its facts as fields: the daemon's account of what it did."""
+
+    cloudlet: str
+    revision: int | None
+    reason: str
+    logger: logging.Logger = log
+
+    def plan_ready(self, plan: Plan, round_no: int) -> None:
+        self.logger.debug(
+            "cloudlet %s: round %d, %d steps (%s)",
+            self.cloudlet,
+            round_no,
+            plan.graph.number_of_nodes(),
+            self.reason,
+            extra={"cloudlet": self.cloudlet, "revision": self.revision, "round": round_no},
+        )
+
+    def step_started(self, step: Step) -> None:
+        return None
+
+    def step_finished(self, step: Step, result: NodeResult) -> None:
+        took = round((result.finished or 0.0) - (result.started or 0.0), 3)
+        fields = {
+            "cloudlet": self.cloudlet,
+            "id": step.change.id,
+            "op": step.phase,
+            "outcome": result.outcome,
+            "duration": took,
+            "revision": self.revision,
+            "reason": self.reason,
+        }
+        if result.outcome == "ok":
+            self.logger.info(
+                "cloudlet %s: %s %s (%s) in %.2f s",
+                self.cloudlet,
+                _DONE.get(step.phase, step.phase),
+                step.change.id,
+                self.reason,
+                took,
+                extra=fields,
+            )
+        else:
+            self.logger.warning(
+                "cloudlet %s: failed to %s %s (%s) after %.2f s: %s",
+                self.cloudlet,
+                step.phase,
+                step.change.id,
+                self.reason,
+                took,
+                result.error,
+                extra={**fields, "error": result.error},
+            )
+
+    def close(self) -> None:
+        return None
+
+
+def _level(report: SyncReport) -> int:
+    """Quiet for a resync that found nothing to do or an instant requeue; loud for failures."""
+    outcome = report.outcome
+    if outcome == "superseded" or (outcome == "converged" and not report.steps):
+        return logging.DEBUG
+    if outcome in ("failed", "lost"):
+        return logging.WARNING
+    return logging.ERROR if outcome == "terminal" else logging.INFO
+
+
+def log_reconcile(
+    name: str, report: SyncReport, reason: str, wall: float, retry_in: float | None
+) -> None:
+    """The one line a reconcile ends in; a failure's only summary, with its retry."""
+    ok = sum(1 for s in report.steps if s.outcome == "ok")
+    failed = sum(1 for s in report.steps if s.outcome == "failed")
+    outcome = report.outcome
+    fields = {
+        "cloudlet": name,
+        "revision": report.revision,
+        "outcome": outcome,
+        "actions": ok + failed,
+        "failed": failed,
+        "duration": round(wall, 3),
+        "reason": reason,
+        "detail": report.message,
+    }
+    if retry_in is not None:
+        fields["retry_in"] = round(retry_in, 3)
+    actions = f"{ok} ok, {failed} failed" if failed else f"{ok} action{'s' if ok != 1 else ''}"
+    said = report.message not in ("", "converged", "no changes", outcome)
+    detail = f": {report.message}" if said else ""
+    retry = f"; retrying in {retry_in:.1f} s" if retry_in is not None else ""
+    log.log(
+        _level(report),
+        "cloudlet %s: revision %s %s (%s): %s in %.2f s%s%s",
+        name,
+        report.revision if report.revision is not None else "?",
+        outcome,
+        reason,
+        actions,
+        wall,
+        detail,
+        retry,
+        extra=fields,
+    )
 
 
 @attrs.frozen
@@ -60,10 +186,38 @@ class Daemon:
     _poke: threading.Event = attrs.field(factory=threading.Event)
     #: Why a loop thread died, if one did; the daemon then stops and exits non-zero.
     failure: str | None = None
+    clock: Callable[[], float] = time.monotonic
+    #: When the store was last read, and why the last read failed (for ``/readyz``).
+    _store_read: float | None = None
+    _store_error: str | None = None
+    #: When the leases and heartbeat were last renewed in full.
+    _renewed: float | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.ownership is not None:
             self.repo = self.repo.fenced(self.ownership.fence, actor=self.ownership.replica)
+        self.metrics.queue_depth.set_function(self.queue.waiting)
+
+    def readiness(self) -> str | None:
+        """Why this replica cannot do its work now, or None when it can: its
+        store answers and, with replicas, its heartbeat and leases are current."""
+        now = self.clock()
+        if self.failure is not None:
+            return f"stopping: {self.failure}"
+        if self._store_error is not None:
+            return f"store unreachable: {self._store_error}"
+        if self._store_read is None:
+            return "store not read yet"
+        stale = max(10.0, 3 * self.options.poll)
+        if now - self._store_read > stale:
+            return f"store not read for {now - self._store_read:.0f} s"
+        if self.ownership is None:
+            return None
+        if self._renewed is None:
+            return "ownership lease not taken yet"
+        if now - self._renewed > self.options.lease_ttl:
+            return f"ownership lease not renewed for {now - self._renewed:.0f} s"
+        return None
 
     def run(self) -> None:
         """Until ``stop`` is set; in-flight syncs finish their running steps."""
@@ -122,15 +276,23 @@ class Daemon:
 
     def _renew(self) -> None:
         assert self.ownership is not None
+        renewed = True
         try:
             for name in self.ownership.renew():
-                log.warning("cloudlet %s: lease lost to another replica", name)
+                log.warning(
+                    "cloudlet %s: lease lost to another replica", name, extra={"cloudlet": name}
+                )
+                self.metrics.forget(name)
         except CloudletError as err:
+            renewed = False
             log.warning("lease renewal failed: %s", err)
         try:  # after renewing: a failed heartbeat must not cost the leases
             self.ownership.heartbeat()
         except CloudletError as err:
+            renewed = False
             log.warning("heartbeat failed: %s", err)
+        if renewed:
+            self._renewed = self.clock()
 
     def _rebalance(self) -> None:
         own = self.ownership
@@ -154,10 +316,11 @@ class Daemon:
             for name in claimed:
                 self.queue.done(name)
         for name in gained:
-            log.info("cloudlet %s: now owned by %s", name, own.replica)
+            log.info("cloudlet %s: now owned by %s", name, own.replica, extra={"cloudlet": name})
             self.queue.add(name)
         for name in released:
-            log.info("cloudlet %s: handed over", name)
+            log.info("cloudlet %s: handed over", name, extra={"cloudlet": name})
+            self.metrics.forget(name)
         self.metrics.owned.labels(own.replica).set(len(own.held))
 
     def _watch(self) -> None:
@@ -168,9 +331,11 @@ class Daemon:
                 if revision != last:
                     self._notice_changes()
                     last = revision
+                self._store_read, self._store_error = self.clock(), None
             except CloudletError as err:
-                log.warning("cannot read desired state: %s", err)
-            self.metrics.queue_depth.set(self.queue.depth())
+                if self._store_error is None:  # once per outage, not once per poll
+                    log.warning("cannot read desired state: %s", err)
+                self._store_error = str(err)
             self._poke.wait(self.options.poll)
             self._poke.clear()
 
@@ -200,8 +365,20 @@ class Daemon:
         if self.ownership is not None and changed:
             self.ownership.rebalance(n for n in changed if not self.ownership.owns(n))
         for name in changed:
-            log.info("cloudlet %s: desired revision %d", name, current[name])
+            # The first look at each stored cloudlet is not news; a new revision is.
+            level = logging.INFO if name in self._seen else logging.DEBUG
+            log.log(
+                level,
+                "cloudlet %s: desired revision %d",
+                name,
+                current[name],
+                extra={"cloudlet": name, "revision": current[name]},
+            )
             self.queue.add(name)
+        for name in set(self._seen) - set(current):
+            log.info("cloudlet %s: forgotten (destroyed)", name, extra={"cloudlet": name})
+            self.queue.drop(name)
+            self.metrics.forget(name)
         self._seen = current
         if self.ownership is None:
             self.metrics.owned.labels(self.metrics.replica).set(len(current))
@@ -227,16 +404,23 @@ class Daemon:
 
     def _reconcile_and_requeue(self, name: str) -> None:
         t0 = time.perf_counter()
+        reason, error = "reconcile", None
         try:
-            report = self.reconcile(name)
+            report, reason = self._reconcile(name)
         except CloudletError as err:
-            log.warning("cloudlet %s: reconcile failed: %s", name, err)
-            report = None
-        outcome = report.outcome if report is not None else "failed"
-        self.metrics.reconcile_seconds.labels(outcome).observe(time.perf_counter() - t0)
-        if report is None and self._gone_or_not_ours(name):
-            self.metrics.lbs.forget(name)
-            return  # nothing for this replica to keep converged
+            report, error = None, err
+        wall = time.perf_counter() - t0
+        if report is None:
+            if error is None or self._gone_or_not_ours(name):
+                self.metrics.forget(name)
+                return  # nothing for this replica to keep converged
+            report = SyncReport(name, message=f"reconcile failed: {error}")
+        self.metrics.reconcile_seconds.labels(report.outcome).observe(wall)
+        retry_in = self._requeue(name, report.outcome)
+        log_reconcile(name, report, reason, wall, retry_in)
+
+    def _requeue(self, name: str, outcome: str) -> float | None:
+        """Queue the next look at ``name``; returns the delay of a retry, if one."""
         if outcome == "converged":
             self.queue.forget(name)
             spread = self.options.resync * self.options.jitter
@@ -247,8 +431,8 @@ class Daemon:
             self.queue.forget(name)
             self.queue.add(name)  # the newer revision, at once
         else:
-            delay = self.queue.retry(name)
-            log.info("cloudlet %s: retrying in %.1f s", name, delay)
+            return self.queue.retry(name)
+        return None
 
     def _gone_or_not_ours(self, name: str) -> bool:
         if self.ownership is not None and not self.ownership.owns(name):
@@ -260,19 +444,25 @@ class Daemon:
 
     def reconcile(self, name: str) -> SyncReport | None:
         """One level-triggered pass: re-read everything, then act."""
+        return self._reconcile(name)[0]
+
+    def _reconcile(self, name: str) -> tuple[SyncReport | None, str]:
+        """The pass and why it acts (``reason_for``); None: not this replica's to do."""
         if self.ownership is not None and not self.ownership.owns(name):
-            return None  # another replica's: it reconciles it
+            return None, "not ours"  # another replica's: it reconciles it
         record = self.repo.get_desired(name)
         if record is None:
-            return None
+            return None, "destroyed"
         last = self.repo.get_sync(name)
+        reason = reason_for(record.revision, last)
         if last is not None and last.terminal and last.revision == record.revision:
             message = f"waiting for a new desired revision ({last.message})"
-            return SyncReport(name, message=message, revision=record.revision, stopped="terminal")
+            report = SyncReport(name, message=message, revision=record.revision, stopped="terminal")
+            return report, reason
         try:
             cloudlet = structure(record.document)
         except SpecError as err:
-            return self._invalid(name, record.revision, err)
+            return self._invalid(name, record.revision, err), reason
         inner = self.provider_for(cloudlet)
         self.metrics.lbs.watch(cloudlet.name, inner)  # its LB agents' figures, at each scrape
         provider = InstrumentedProvider(inner, self.metrics)
@@ -282,20 +472,14 @@ class Daemon:
             SyncOptions(
                 parallelism=self.options.parallelism, lock_timeout=self.options.lock_timeout
             ),
+            listener=LoggedListener(name, record.revision, reason),
             stop=self.stop,
         )
         report = engine.reconcile(cloudlet, record.revision, heal="per-policy")
         self.metrics.record_steps(report.steps)
         if report.status is not None:
             self.metrics.record_status(name, report.status, report.converged)
-        log.info(
-            "cloudlet %s: %s (%s) in %.2f s",
-            name,
-            "converged" if report.converged else "not converged",
-            report.message,
-            report.wall,
-        )
-        return report
+        return report, reason
 
     def _invalid(self, name: str, revision: int, err: SpecError) -> SyncReport:
         """A stored spec that no longer validates: recorded once, not retried."""
@@ -308,6 +492,6 @@ class Daemon:
             at=time.time(),
             lock_timeout=self.options.lock_timeout,
         )
-        if recorded:
-            log.error("cloudlet %s: %s; waiting for a new revision", name, message)
+        if not recorded:
+            message += " (not recorded: a newer revision is stored)"
         return SyncReport(name, message=message, revision=revision, stopped="terminal")

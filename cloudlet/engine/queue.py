@@ -128,6 +128,13 @@ class WorkQueue:
         with self._cond:
             return len(self._due)
 
+    def waiting(self) -> int:
+        """Keys due now that no worker has taken yet: the backlog, not the
+        resyncs scheduled for later (what ``cloudlet_queue_depth`` shows)."""
+        with self._cond:
+            now = self._clock()
+            return sum(1 for at in self._due.values() if at <= now)
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

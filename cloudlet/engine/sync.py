@@ -294,7 +294,7 @@ class _Run:
         report.wall = self.engine.clock() - t0
         why = f": {err}" if err is not None else ""
         report.message = f"lost the cloudlet's lock mid-way; stopped{why}"
-        log.error("%s: %s", self.name, report.message)
+        log.debug("%s: %s", self.name, report.message)  # the report's message tells it
         return report
 
     def _rounds(

@@ -12,6 +12,13 @@ it, the holder fences every write it makes for the cloudlet on that create
 revision (``Fence``): a replica that paused past its lease and lost the
 cloudlet can write nothing, and so start no action, for it any more.
 
+A replica has two names. ``replica`` is its stable id (the host name by
+default): it is what rendezvous hashing and the metrics use, so a restart
+keeps its share and its series. ``holder`` is unique to the process (the id
+and a random suffix) and is what a lease records as its owner: two
+processes under one id, or a restarted one, never take each other's leases
+for their own and so never share a fence.
+
 Expiry times are wall-clock, so replicas need clocks in step to within a
 fraction of the TTL (NTP is plenty); the TTL defaults to 10 s.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,13 +42,21 @@ OWNERS = "/cloudlet/owners/"
 REPLICAS = "/cloudlet/replicas/"
 
 
-def _encode(replica: str, expires: float) -> bytes:
-    return json.dumps({"replica": replica, "expires": expires}).encode()
+def _encode(replica: str, expires: float, holder: str | None = None) -> bytes:
+    data: dict[str, str | float] = {"replica": replica, "expires": expires}
+    if holder is not None:
+        data["holder"] = holder
+    return json.dumps(data).encode()
 
 
 def _decode(entry: Entry) -> tuple[str, float]:
+    """(the holder, or the replica id of a record written without one; expiry)."""
     data = json.loads(entry.value)
-    return str(data["replica"]), float(data["expires"])
+    return str(data.get("holder", data["replica"])), float(data["expires"])
+
+
+def _unique_holder(ownership: Ownership) -> str:
+    return f"{ownership.replica}#{secrets.token_hex(4)}"
 
 
 def preferred(name: str, replicas: Iterable[str]) -> str | None:
@@ -64,6 +80,8 @@ class Ownership:
     replica: str
     ttl: float = 10.0
     clock: Callable[[], float] = time.time
+    #: The owner a lease records: this process, never another under the same id.
+    holder: str = attrs.field(default=attrs.Factory(_unique_holder, takes_self=True))
     held: dict[str, Held] = attrs.field(factory=dict)
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
 
@@ -72,7 +90,8 @@ class Ownership:
 
     def live_replicas(self) -> list[str]:
         now = self.clock()
-        return sorted(r for r, exp in map(_decode, self.store.list(REPLICAS)) if exp > now)
+        live = (json.loads(e.value) for e in self.store.list(REPLICAS))
+        return sorted(str(d["replica"]) for d in live if float(d["expires"]) > now)
 
     def leave(self) -> None:
         """Graceful stop: hand everything back at once instead of after a TTL."""
@@ -96,15 +115,15 @@ class Ownership:
         entry = self.store.get(key)
         if entry is not None:
             owner, expires = _decode(entry)
-            if owner != self.replica and expires > self.clock():
+            if owner != self.holder and expires > self.clock():
                 return False
-            if owner != self.replica:
+            if owner != self.holder:
                 try:  # expired: delete so the re-creation changes the fence
                     self.store.delete(key, expect_revision=entry.mod_revision)
                 except ConflictError:
                     return False
                 entry = None
-        value = _encode(self.replica, self.clock() + self.ttl)
+        value = _encode(self.replica, self.clock() + self.ttl, self.holder)
         try:
             rev = self.store.put(key, value, expect_revision=entry.mod_revision if entry else 0)
         except ConflictError:
@@ -120,7 +139,7 @@ class Ownership:
         with self._lock:
             names = dict(self.held)
         for name, held in names.items():
-            value = _encode(self.replica, self.clock() + self.ttl)
+            value = _encode(self.replica, self.clock() + self.ttl, self.holder)
             try:
                 rev = self.store.put(OWNERS + name, value, expect_revision=held.mod_revision)
             except ConflictError:

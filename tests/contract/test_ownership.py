@@ -103,3 +103,21 @@ def test_release_hands_over_at_once(store: SqliteStore) -> None:
     a.leave()
     assert b.acquire("site-x")
     assert b.live_replicas() == ["replica-b"]
+
+
+def test_two_processes_under_one_replica_id_never_share_a_lease(store: SqliteStore) -> None:
+    """The replica id is stable (the host name by default, for metrics and
+    hashing); each process holds leases under a holder of its own, so a
+    second one under the same id (or a restart) takes nothing still held."""
+    clock = Clock()
+    first = Ownership(store, "host-1", ttl=10, clock=clock)
+    second = Ownership(store, "host-1", ttl=10, clock=clock)
+    assert first.holder != second.holder and first.holder.startswith("host-1")
+    first.heartbeat()
+    assert first.acquire("site-x")
+    assert not second.acquire("site-x")
+    assert second.live_replicas() == ["host-1"]
+    clock.now += 11  # the first died: its lease expires and the second takes over
+    assert second.acquire("site-x")
+    assert first.fence("site-x").revision != second.fence("site-x").revision
+    assert first.renew() == ["site-x"]
