@@ -279,12 +279,22 @@ def _time_until_back(store: EtcdStore, server: EtcdServer) -> tuple[float, float
     answered: list[float] = []
 
     def read() -> None:
-        store.get("/k")
-        answered.append(time.monotonic())
+        # Once a call has given up on etcd, the next ones fail fast (a circuit
+        # breaker, issue 11) rather than each waiting out its timeout: the
+        # reader asks again until etcd answers, as the daemon's loops do.
+        give_up = time.monotonic() + 15.0
+        while time.monotonic() < give_up:
+            try:
+                store.get("/k")
+            except CloudletError:
+                time.sleep(0.02)
+                continue
+            answered.append(time.monotonic())
+            return
 
     waiter = threading.Thread(target=read, daemon=True)
     waiter.start()
-    time.sleep(0.3)  # the read is now failing over and over
+    time.sleep(0.3)  # the reads are now failing over and over
     started = time.monotonic()
     server.start()
     healthy = time.monotonic()

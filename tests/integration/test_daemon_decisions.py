@@ -8,9 +8,7 @@ supervision tests: these are about the daemon's decisions, not a server.
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -28,18 +26,6 @@ from cloudlet.providers.fake import FakeCloud, FakeProvider
 from cloudlet.shepherd.metrics import Metrics
 from cloudlet.store.records import StateRepo, lock_name
 from cloudlet.store.sqlite import open_store
-
-
-@pytest.fixture(autouse=True)
-def _own_logging() -> Iterator[None]:
-    """``main()`` in process sets up the ``cloudlet`` logger's handler (which
-    writes to whatever ``sys.stderr`` is then): take it down again, so later
-    tests in this process do not get these tests' log lines."""
-    logger = logging.getLogger("cloudlet")
-    handlers, level = logger.handlers[:], logger.level
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
 
 
 def _spec(tmp_path: Path) -> Cloudlet:
