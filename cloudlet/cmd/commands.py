@@ -320,14 +320,15 @@ def _show_destroy_plan(plan: Plan) -> None:
 
 def cmd_destroy(args: argparse.Namespace) -> int:
     from cloudlet.cmd.render import print_sync
-    from cloudlet.planner import plan_actions
+    from cloudlet.planner import DESTROYED, plan_actions
 
     with context(args) as ctx:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(
             cloudlet, listener=_listener(argparse.Namespace(json=False), show_plan=False)
         )
-        _show_destroy_plan(plan_actions(cloudlet.name, (), engine.observe(cloudlet.name)))
+        owned = engine.observe(cloudlet.name)
+        _show_destroy_plan(plan_actions(cloudlet.name, (), owned, unwanted=DESTROYED))
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CloudletError(

@@ -35,7 +35,15 @@ from cloudlet.errors import FencedOut, ProviderError, TerminalError
 from cloudlet.model.expand import Expansion, expand
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.model.spec import Cloudlet
-from cloudlet.planner import Plan, Step, leave_alone, plan_actions, remaining_path
+from cloudlet.planner import (
+    DESTROYED,
+    UNWANTED,
+    Plan,
+    Step,
+    leave_alone,
+    plan_actions,
+    remaining_path,
+)
 from cloudlet.planner.binding import Binding, Mismatch, bind, mismatch, uncovered
 from cloudlet.planner.saved import SavedPlan
 from cloudlet.providers.base import Provider
@@ -119,10 +127,17 @@ class Engine:
             lambda: self.provider.observe(name), self.options.retry, sleep=self.sleep
         )
 
-    def _plan(self, name: str, desired: Sequence[Resource], actual: Sequence[Observed]) -> Plan:
+    def _plan(
+        self,
+        name: str,
+        desired: Sequence[Resource],
+        actual: Sequence[Observed],
+        unwanted: str = UNWANTED,
+    ) -> Plan:
         """The planner's plan, with the updates this cloud cannot make in place
-        (its provider says why) planned again as replacements."""
-        plan = plan_actions(name, desired, actual)
+        (its provider says why) planned again as replacements; ``unwanted``
+        is what a delete of an object the spec does not hold says."""
+        plan = plan_actions(name, desired, actual, unwanted=unwanted)
         forced = {}
         for action in plan.actions:
             want, have = action.change.desired, action.change.current
@@ -134,7 +149,7 @@ class Engine:
                 )
                 if reason is not None:
                     forced[action.id] = reason
-        return plan_actions(name, desired, actual, forced) if forced else plan
+        return plan_actions(name, desired, actual, forced, unwanted=unwanted) if forced else plan
 
     def sync(
         self,
@@ -230,7 +245,8 @@ class Engine:
     def destroy(self, name: str) -> SyncReport:
         """Delete everything the cloudlet owns, then forget its desired state."""
         with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
-            report = _Run.of(self, name, held).converge(Expansion(name, (), ()), None)
+            run = _Run.of(self, name, held, unwanted=DESTROYED)
+            report = run.converge(Expansion(name, (), ()), None)
             if report.converged:
                 self.repo.forget(name)
             return report
@@ -245,11 +261,13 @@ class _Run:
     name: str
     repo: StateRepo
     stop: threading.Event
+    #: What each delete of an object the spec does not hold says in the plan.
+    unwanted: str = UNWANTED
 
     @classmethod
-    def of(cls, engine: Engine, name: str, held: HeldLock) -> _Run:
+    def of(cls, engine: Engine, name: str, held: HeldLock, unwanted: str = UNWANTED) -> _Run:
         repo = engine.repo if held.fence is None else engine.repo.also_fenced(held.fence)
-        return cls(engine, name, repo, _either(engine.stop, held.lost))
+        return cls(engine, name, repo, _either(engine.stop, held.lost), unwanted)
 
     def converge(
         self,
@@ -308,7 +326,8 @@ class _Run:
         engine = self.engine
         for round_no in range(1, engine.options.max_rounds + 2):
             report.actual = engine.observe(self.name)
-            plan = leave_alone(engine._plan(self.name, desired, report.actual), frozen)
+            plan = engine._plan(self.name, desired, report.actual, self.unwanted)
+            plan = leave_alone(plan, frozen)
             if plan.empty:
                 report.converged = True
                 report.message = "converged" if round_no > 1 else "no changes"

@@ -9,7 +9,7 @@ import attrs
 import networkx as nx
 
 from cloudlet.model.resources import AttrValue, Observed, Resource
-from cloudlet.planner.diff import Change, Op, attr_changes, diff
+from cloudlet.planner.diff import UNWANTED, Change, Op, attr_changes, diff
 from cloudlet.planner.graph import Step, build_graph, ordered_steps
 
 #: What an operator reads of a new object, by kind, in this order
@@ -149,12 +149,17 @@ def plan_actions(
     desired: Sequence[Resource],
     actual: Iterable[Observed],
     forced: Mapping[str, str] | None = None,
+    *,
+    unwanted: str = UNWANTED,
 ) -> Plan:
     """Same inputs, same plan: the order depends only on ids and dependencies.
 
     ``forced``: updates the cloud cannot make in place, by id, with why
-    (see ``diff``); they become replacements.
+    (see ``diff``); they become replacements. ``unwanted``: what each
+    delete of an object the spec does not hold says (``DESTROYED`` when
+    the cloudlet is destroyed).
     """
-    changes = diff(desired, sorted(actual, key=lambda o: (o.id or "", o.uid)), forced)
+    ordered = sorted(actual, key=lambda o: (o.id or "", o.uid))
+    changes = diff(desired, ordered, forced, unwanted)
     graph = build_graph(changes)
     return Plan(name, _actions(graph), graph)
