@@ -71,7 +71,8 @@ class StepRunner:
                 attempts=tally,
             )
         except ProviderError as err:
-            log.warning("%s failed after %d attempts: %s", step.key, tally.count, err)
+            tries = "1 attempt" if tally.count == 1 else f"{tally.count} attempts"
+            log.warning("%s failed after %s: %s", step.key, tries, err)
             self._done(step, key, tally)
             raise
         # Anything else (a crash, an interrupt) leaves the journal entry: the

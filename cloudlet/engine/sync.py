@@ -416,10 +416,11 @@ class _Run:
         pending = self.repo.journal_pending(self.name)
         if pending:
             log.warning(
-                "%s: %d actions were in flight when a previous run stopped (%s); "
+                "%s: %d action%s in flight when a previous run stopped (%s); "
                 "re-observing and adopting by tag",
                 self.name,
                 len(pending),
+                " was" if len(pending) == 1 else "s were",
                 ", ".join(sorted(p.step for p in pending)[:5]),
             )
             self.repo.journal_clear(self.name)
