@@ -75,8 +75,12 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "cloudlet graph site.yaml -o plan.svg   # needs Graphviz's dot",
             "cloudlet graph site.yaml > plan.dot",
+            "cloudlet graph sites.yaml --cloudlet edge-2 -o edge-2.svg   # a file of several",
         ),
-        ("  0    graph written", STATUS_ERROR),
+        (
+            "  0    graph written; or nothing to change, so nothing drawn (said on stderr)",
+            STATUS_ERROR + "; several cloudlets in FILE, no --cloudlet",
+        ),
     ),
     "apply": (
         ("cloudlet apply site.yaml   # the daemon (cloudlet reconcile) applies it",),
