@@ -25,8 +25,7 @@ def pick_cloudlet(cloudlets: Sequence[Cloudlet], name: str | None, path: str) ->
     if name is None:
         if len(cloudlets) > 1:
             raise CloudletError(
-                f"{path} holds {len(cloudlets)} cloudlets ({names}); "
-                "pick one with --cloudlet NAME"
+                f"{path} holds {len(cloudlets)} cloudlets ({names}); pick one with --cloudlet NAME"
             )
         return cloudlets[0]
     for c in cloudlets:
