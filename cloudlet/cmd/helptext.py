@@ -100,7 +100,10 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "export": (
         ("cloudlet export heat site.yaml -o stack.yaml",),
-        ("  0    template written", STATUS_ERROR),
+        (
+            "  0    template written",
+            STATUS_ERROR + "; a cloudlet on vsphere or local (Heat is OpenStack's)",
+        ),
     ),
     "reconcile": (
         (
