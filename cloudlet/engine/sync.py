@@ -52,7 +52,7 @@ from cloudlet.shepherd.metrics import reaches_public_addresses
 from cloudlet.shepherd.probe import probed
 from cloudlet.shepherd.status import Status, build_status, with_sync
 from cloudlet.store.base import HeldLock
-from cloudlet.store.records import ObservedRecord, StateRepo, SyncRecord, lock_name
+from cloudlet.store.records import ObservedRecord, StateRepo, SyncRecord, cloudlet_lock
 
 log = logging.getLogger("cloudlet.engine")
 
@@ -225,7 +225,7 @@ class Engine:
         With ``approved``, nothing outside that binding is applied.
         """
         name = cloudlet.name
-        with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
+        with cloudlet_lock(self.repo.store, name, self.options.lock_timeout) as held:
             run = _Run.of(self, name, held)
             current = self.repo.get_desired(name)
             if current is None or current.revision != revision:
@@ -244,7 +244,7 @@ class Engine:
 
     def destroy(self, name: str) -> SyncReport:
         """Delete everything the cloudlet owns, then forget its desired state."""
-        with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
+        with cloudlet_lock(self.repo.store, name, self.options.lock_timeout) as held:
             run = _Run.of(self, name, held, unwanted=DESTROYED)
             report = run.converge(Expansion(name, (), ()), None)
             if report.converged:
@@ -473,7 +473,7 @@ def record_terminal(
     no longer passes validation): a failed, terminal sync record and the
     status's conditions to match. Under the cloudlet's lock, and only while
     ``revision`` is still the desired one; returns whether it recorded."""
-    with repo.store.lock(lock_name(name), lock_timeout):
+    with cloudlet_lock(repo.store, name, lock_timeout):
         current = repo.get_desired(name)
         if current is None or current.revision != revision:
             return False
