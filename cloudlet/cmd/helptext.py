@@ -126,7 +126,10 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "cloudlet fake rm edge-1 vm/web-0            # drift: a VM gone",
             "cloudlet fake set edge-1 vm/web-0 flavor=m1.large",
         ),
-        ("  0    done", STATUS_ERROR),
+        (
+            "  0    done (ls: a stored cloudlet not synced yet lists nothing)",
+            STATUS_ERROR + "; ls of a cloudlet neither simulated nor stored",
+        ),
     ),
     "lb-agent": (
         ("cloudlet lb-agent --source openstack --runtime-dir /run/cloudlet-lb",),
