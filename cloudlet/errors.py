@@ -68,7 +68,16 @@ class FencedOut(ConflictError):
 
 
 class LockTimeout(CloudletError):
-    """Another process holds the cloudlet's lock for longer than we wait."""
+    """Another process holds the cloudlet's lock for longer than we wait.
+
+    ``holder`` (``pid N`` or ``pid N on HOST``, else ``holder unknown``) and
+    ``waited`` (seconds) let the caller that knows which cloudlet the lock
+    is for say so (``records.cloudlet_lock``) instead of the store's key."""
+
+    def __init__(self, message: str, *, holder: str = "holder unknown", waited: float = 0.0):
+        super().__init__(message)
+        self.holder = holder
+        self.waited = waited
 
 
 class NotFound(CloudletError):

@@ -333,14 +333,15 @@ def _show_destroy_plan(plan: Plan) -> None:
 def cmd_destroy(args: argparse.Namespace) -> int:
     from cloudlet.cmd.interrupts import caught as caught_signals
     from cloudlet.cmd.render import print_sync
-    from cloudlet.planner import plan_actions
+    from cloudlet.planner import DESTROYED, plan_actions
 
     with context(args) as ctx, caught_signals() as caught:
         cloudlet = ctx.stored(args.name)
         engine = ctx.engine(
             cloudlet, listener=_listener(argparse.Namespace(json=False), show_plan=False)
         )
-        _show_destroy_plan(plan_actions(cloudlet.name, (), engine.observe(cloudlet.name)))
+        owned = engine.observe(cloudlet.name)
+        _show_destroy_plan(plan_actions(cloudlet.name, (), owned, unwanted=DESTROYED))
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CloudletError(
@@ -355,11 +356,16 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from cloudlet.cmd.graphout import write_graph
+    """Draw one cloudlet's plan: the file's only one, or ``--cloudlet``'s.
+    An empty plan has no steps to draw: it says so and writes nothing."""
+    from cloudlet.cmd.graphout import pick_cloudlet, write_graph
 
-    cloudlets = load_file(args.file)
+    cloudlet = pick_cloudlet(load_file(args.file), args.cloudlet, args.file)
     with context(args) as ctx:
-        plan = ctx.engine(cloudlets[0]).plan(cloudlets[0])
+        plan = ctx.engine(cloudlet).plan(cloudlet)
+    if plan.empty:
+        print(f"nothing to change for {cloudlet.name}; drawing nothing", file=sys.stderr)
+        return 0
     write_graph(plan, args.output)
     return 0
 
@@ -442,6 +448,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add("graph", cmd_graph, "draw the plan's dependency graph")
     p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
     p.add_argument("-o", "--output", default="-", help="out.dot, out.svg or out.png (- = DOT)")
+    p.add_argument(
+        "--cloudlet",
+        metavar="NAME",
+        help="which of the file's cloudlets to draw (needed when it holds several)",
+    )
     add("apply", cmd_apply, "store the desired state only").add_argument(
         "file", metavar="FILE", help="the cloudlets' YAML file"
     )

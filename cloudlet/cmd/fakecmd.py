@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from cloudlet.cmd import helptext
 from cloudlet.cmd.context import Context
+from cloudlet.errors import NotFound
 
 if TYPE_CHECKING:
     from cloudlet.providers.fake import FakeCloud
@@ -21,9 +22,23 @@ def _cloud(args: argparse.Namespace) -> FakeCloud:
     return FakeCloud(ctx.state_dir / "fake-cloud.db")
 
 
+def _known(args: argparse.Namespace) -> None:
+    """Refuse a name that is neither at the simulated site nor stored: an
+    empty list would read as "synced and then destroyed" for a typo. A
+    stored cloudlet not synced yet (after ``apply``) owns nothing, rightly."""
+    with Context.from_args(args.state_dir, args.etcd) as ctx:
+        if ctx.repo.get_desired(args.name) is None:
+            raise NotFound(
+                f"the simulated cloud holds nothing for cloudlet {args.name!r}, and no"
+                f" desired state is stored for it in {ctx.where}"
+            )
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     cloud = _cloud(args)
     objs = cloud.list_objects(args.name)
+    if not objs:
+        _known(args)
     if args.json:
         rows = [
             {

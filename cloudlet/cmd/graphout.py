@@ -5,12 +5,33 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cloudlet.cmd.outfile import check_output, write_output
 from cloudlet.errors import CloudletError
 from cloudlet.planner import Plan
 
+if TYPE_CHECKING:
+    from cloudlet.model.spec import Cloudlet
+
 COLOURS = {"create": "darkgreen", "update": "goldenrod", "delete": "firebrick"}
+
+
+def pick_cloudlet(cloudlets: Sequence[Cloudlet], name: str | None, path: str) -> Cloudlet:
+    """The cloudlet to draw: ``name``'s, or the file's only one. One picture
+    is one plan; drawing only the first of several would hide the others."""
+    names = ", ".join(c.name for c in cloudlets)
+    if name is None:
+        if len(cloudlets) > 1:
+            raise CloudletError(
+                f"{path} holds {len(cloudlets)} cloudlets ({names}); pick one with --cloudlet NAME"
+            )
+        return cloudlets[0]
+    for c in cloudlets:
+        if c.name == name:
+            return c
+    raise CloudletError(f"{path} holds no cloudlet named {name!r} (it holds {names})")
 
 
 def to_dot(plan: Plan) -> str:

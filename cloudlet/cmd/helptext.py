@@ -75,8 +75,12 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "cloudlet graph site.yaml -o plan.svg   # needs Graphviz's dot",
             "cloudlet graph site.yaml > plan.dot",
+            "cloudlet graph sites.yaml --cloudlet edge-2 -o edge-2.svg   # a file of several",
         ),
-        ("  0    graph written", STATUS_ERROR),
+        (
+            "  0    graph written; or nothing to change, so nothing drawn (said on stderr)",
+            STATUS_ERROR + "; several cloudlets in FILE, no --cloudlet",
+        ),
     ),
     "apply": (
         ("cloudlet apply site.yaml   # the daemon (cloudlet reconcile) applies it",),
@@ -96,7 +100,10 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "export": (
         ("cloudlet export heat site.yaml -o stack.yaml",),
-        ("  0    template written", STATUS_ERROR),
+        (
+            "  0    template written",
+            STATUS_ERROR + "; a cloudlet on vsphere or local (Heat is OpenStack's)",
+        ),
     ),
     "reconcile": (
         (
@@ -119,7 +126,10 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "cloudlet fake rm edge-1 vm/web-0            # drift: a VM gone",
             "cloudlet fake set edge-1 vm/web-0 flavor=m1.large",
         ),
-        ("  0    done", STATUS_ERROR),
+        (
+            "  0    done (ls: a stored cloudlet not synced yet lists nothing)",
+            STATUS_ERROR + "; ls of a cloudlet neither simulated nor stored",
+        ),
     ),
     "lb-agent": (
         ("cloudlet lb-agent --source openstack --runtime-dir /run/cloudlet-lb",),

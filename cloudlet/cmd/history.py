@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.cmd.outfile import write_output
-from cloudlet.errors import NotFound
+from cloudlet.errors import CloudletError, NotFound
 
 if TYPE_CHECKING:
     from cloudlet.model.spec import Cloudlet
@@ -111,6 +111,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cloudlet.providers.openstack.heat import render_heat
 
     cloudlets = load_file(args.file)
+    for c in cloudlets:
+        _heat_platform(c)
     texts = []
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         for c in cloudlets:
@@ -123,6 +125,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         write_output(args.output, text)
     return 0
+
+
+#: The platforms a Heat template is for: OpenStack, and the simulated cloud,
+#: which models OpenStack's networks, routers and floating IPs (its specs are
+#: how a template is previewed, and the examples Heat itself validates).
+HEAT_PLATFORMS = ("openstack", "fake")
+
+
+def _heat_platform(cloudlet: Cloudlet) -> None:
+    """Refuse a spec for a site Heat cannot build (vSphere, this host): its
+    template would be valid, and describe a cloud the site does not have."""
+    platform = cloudlet.spec.platform.type
+    if platform not in HEAT_PLATFORMS:
+        raise CloudletError(
+            f"cannot export cloudlet {cloudlet.name} as Heat: its platform is {platform},"
+            " and Heat is OpenStack's (platform openstack, or fake to preview one)"
+        )
 
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]

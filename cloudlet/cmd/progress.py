@@ -16,7 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from cloudlet.cmd.render import print_plan
+from cloudlet.cmd.render import plural, print_plan
 from cloudlet.engine.walk import NodeResult
 from cloudlet.planner import Plan, Step
 
@@ -89,7 +89,7 @@ class PlainProgress:
     def plan_ready(self, plan: Plan, round_no: int) -> None:
         if self.show_plan and round_no == 1:
             print_plan(self.console, plan, limit=60)
-        self.console.print(f"round {round_no}: {plan.graph.number_of_nodes()} steps")
+        self.console.print(f"round {round_no}: {plural(plan.graph.number_of_nodes(), 'step')}")
 
     def step_started(self, step: Step) -> None:
         return None

@@ -24,6 +24,12 @@ SIGILS = {
 }
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 step``, ``2 steps``: a count with its noun agreeing (``many`` for
+    an irregular plural: ``plural(n, "address", "addresses")``)."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
 def plan_summary(plan: Plan) -> str:
     c = plan.counts()
     return (
@@ -103,13 +109,16 @@ def print_sync(console: Console, report: SyncReport) -> None:
     blocked = [s for s in report.steps if s.outcome == "blocked"]
     verdict = VERDICTS[report.record_outcome]
     parts = ", ".join(f"{n} {PAST[op]}" for op, n in sorted(done.items()))
+    # The message in brackets unless it only repeats the verdict.
+    said = f" ({escape(report.message)})" if report.message not in ("", "converged") else ""
     console.print(
         f"[bold]{report.cloudlet}[/]: {verdict} in {report.wall:.2f} s"
-        f" ({escape(report.message)}){'; ' + parts if parts else ''}"
+        f"{said}{'; ' + parts if parts else ''}"
     )
     for s in failed:
+        tries = plural(s.attempts, "attempt")
         console.print(
-            f"  [red]✗ {s.phase} {s.id}[/]: {escape(str(s.error))} (after {s.attempts} attempts)",
+            f"  [red]✗ {s.phase} {s.id}[/]: {escape(str(s.error))} (after {tries})",
             highlight=False,
         )
     if blocked:

@@ -72,7 +72,8 @@ class StepRunner:
             )
         except ProviderError as err:
             # Debug only: the listener (CLI progress, daemon log) tells the failure once.
-            log.debug("%s failed after %d attempts: %s", step.key, tally.count, err)
+            tries = "1 attempt" if tally.count == 1 else f"{tally.count} attempts"
+            log.debug("%s failed after %s: %s", step.key, tries, err)
             self._done(step, key, tally)
             raise
         # Anything else (a crash, an interrupt) leaves the journal entry: the

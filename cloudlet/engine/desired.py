@@ -15,7 +15,7 @@ from cloudlet.errors import CloudletError
 from cloudlet.model.codec import unstructure
 from cloudlet.model.expand import expand
 from cloudlet.model.spec import Cloudlet
-from cloudlet.store.records import StateRepo, lock_name
+from cloudlet.store.records import StateRepo, cloudlet_lock
 
 
 @attrs.frozen
@@ -48,7 +48,7 @@ def store_desired(
     current one, unchanged, if the document is the same). With ``expected``,
     only if the stored revision is still that one (DesiredMoved otherwise)."""
     name = cloudlet.name
-    with repo.store.lock(lock_name(name), lock_timeout):
+    with cloudlet_lock(repo.store, name, lock_timeout):
         if expected is not None:
             current = repo.get_desired(name)
             now = current.revision if current is not None else None

@@ -37,7 +37,15 @@ from cloudlet.errors import FencedOut, ProviderError, TerminalError
 from cloudlet.model.expand import Expansion, expand
 from cloudlet.model.resources import Observed, Resource
 from cloudlet.model.spec import Cloudlet
-from cloudlet.planner import Plan, Step, leave_alone, plan_actions, remaining_path
+from cloudlet.planner import (
+    DESTROYED,
+    UNWANTED,
+    Plan,
+    Step,
+    leave_alone,
+    plan_actions,
+    remaining_path,
+)
 from cloudlet.planner.binding import Binding, Mismatch, bind, mismatch, uncovered
 from cloudlet.planner.saved import SavedPlan
 from cloudlet.providers.base import Provider
@@ -46,7 +54,7 @@ from cloudlet.shepherd.metrics import reaches_public_addresses
 from cloudlet.shepherd.probe import probed
 from cloudlet.shepherd.status import Status, build_status, with_sync
 from cloudlet.store.base import HeldLock
-from cloudlet.store.records import ObservedRecord, StateRepo, SyncRecord, lock_name
+from cloudlet.store.records import ObservedRecord, StateRepo, SyncRecord, cloudlet_lock
 
 log = logging.getLogger("cloudlet.engine")
 
@@ -121,10 +129,17 @@ class Engine:
             lambda: self.provider.observe(name), self.options.retry, sleep=self.sleep
         )
 
-    def _plan(self, name: str, desired: Sequence[Resource], actual: Sequence[Observed]) -> Plan:
+    def _plan(
+        self,
+        name: str,
+        desired: Sequence[Resource],
+        actual: Sequence[Observed],
+        unwanted: str = UNWANTED,
+    ) -> Plan:
         """The planner's plan, with the updates this cloud cannot make in place
-        (its provider says why) planned again as replacements."""
-        plan = plan_actions(name, desired, actual)
+        (its provider says why) planned again as replacements; ``unwanted``
+        is what a delete of an object the spec does not hold says."""
+        plan = plan_actions(name, desired, actual, unwanted=unwanted)
         forced = {}
         for action in plan.actions:
             want, have = action.change.desired, action.change.current
@@ -136,7 +151,7 @@ class Engine:
                 )
                 if reason is not None:
                     forced[action.id] = reason
-        return plan_actions(name, desired, actual, forced) if forced else plan
+        return plan_actions(name, desired, actual, forced, unwanted=unwanted) if forced else plan
 
     def sync(
         self,
@@ -212,7 +227,7 @@ class Engine:
         With ``approved``, nothing outside that binding is applied.
         """
         name = cloudlet.name
-        with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
+        with cloudlet_lock(self.repo.store, name, self.options.lock_timeout) as held:
             run = _Run.of(self, name, held)
             current = self.repo.get_desired(name)
             if current is None or current.revision != revision:
@@ -231,8 +246,9 @@ class Engine:
 
     def destroy(self, name: str) -> SyncReport:
         """Delete everything the cloudlet owns, then forget its desired state."""
-        with self.repo.store.lock(lock_name(name), self.options.lock_timeout) as held:
-            report = _Run.of(self, name, held).converge(Expansion(name, (), ()), None)
+        with cloudlet_lock(self.repo.store, name, self.options.lock_timeout) as held:
+            run = _Run.of(self, name, held, unwanted=DESTROYED)
+            report = run.converge(Expansion(name, (), ()), None)
             if report.converged:
                 self.repo.forget(name)
             return report
@@ -247,11 +263,13 @@ class _Run:
     name: str
     repo: StateRepo
     stop: threading.Event
+    #: What each delete of an object the spec does not hold says in the plan.
+    unwanted: str = UNWANTED
 
     @classmethod
-    def of(cls, engine: Engine, name: str, held: HeldLock) -> _Run:
+    def of(cls, engine: Engine, name: str, held: HeldLock, unwanted: str = UNWANTED) -> _Run:
         repo = engine.repo if held.fence is None else engine.repo.also_fenced(held.fence)
-        return cls(engine, name, repo, _either(engine.stop, held.lost))
+        return cls(engine, name, repo, _either(engine.stop, held.lost), unwanted)
 
     def converge(
         self,
@@ -310,7 +328,8 @@ class _Run:
         engine = self.engine
         for round_no in range(1, engine.options.max_rounds + 2):
             report.actual = engine.observe(self.name)
-            plan = leave_alone(engine._plan(self.name, desired, report.actual), frozen)
+            plan = engine._plan(self.name, desired, report.actual, self.unwanted)
+            plan = leave_alone(plan, frozen)
             if plan.empty:
                 report.converged = True
                 report.message = "converged" if round_no > 1 else "no changes"
@@ -340,7 +359,9 @@ class _Run:
         engine = self.engine
         report.actual = engine.observe(self.name)
         said = tally(report.steps).describe()
-        if leave_alone(engine._plan(self.name, desired, report.actual), frozen).empty:
+        if leave_alone(
+            engine._plan(self.name, desired, report.actual, self.unwanted), frozen
+        ).empty:
             report.converged = True
             report.message = f"converged; the cloud matches though calls failed ({said})"
         else:
@@ -415,10 +436,11 @@ class _Run:
         pending = self.repo.journal_pending(self.name)
         if pending:
             log.warning(
-                "%s: %d actions were in flight when a previous run stopped (%s); "
+                "%s: %d action%s in flight when a previous run stopped (%s); "
                 "re-observing and adopting by tag",
                 self.name,
                 len(pending),
+                " was" if len(pending) == 1 else "s were",
                 ", ".join(sorted(p.step for p in pending)[:5]),
             )
             self.repo.journal_clear(self.name)
@@ -471,7 +493,7 @@ def record_terminal(
     no longer passes validation): a failed, terminal sync record and the
     status's conditions to match. Under the cloudlet's lock, and only while
     ``revision`` is still the desired one; returns whether it recorded."""
-    with repo.store.lock(lock_name(name), lock_timeout):
+    with cloudlet_lock(repo.store, name, lock_timeout):
         current = repo.get_desired(name)
         if current is None or current.revision != revision:
             return False

@@ -380,7 +380,8 @@ def _check_capacity(c: _Checker, subnets: dict[str, ipaddress.IPv4Network]) -> N
         room = subnet.num_addresses - RESERVED_ADDRESSES
         if needed > room:
             what = f"network {name!r}" if name else "lbSubnet"
-            c.add(paths[name], f"{what} ({subnet}) has room for {room} addresses, {needed} needed")
+            fits = f"{room} address{'es' * (room != 1)}"
+            c.add(paths[name], f"{what} ({subnet}) has room for {fits}, {needed} needed")
 
 
 def validate(cloudlet: Cloudlet, locate: Locate = _no_location) -> list[Problem]:

@@ -79,10 +79,16 @@ def group_observed(actual: Iterable[Observed]) -> dict[str, list[Observed]]:
     return dict(groups)
 
 
-def _unwanted(rid: str, objs: Sequence[Observed]) -> list[Change]:
+#: Why an owned object goes when the spec no longer holds it.
+UNWANTED = "not in the desired state"
+#: Why every owned object goes when the cloudlet itself is destroyed: the
+#: desired state is not edited, it is being given up.
+DESTROYED = "cloudlet destroyed"
+
+
+def _unwanted(rid: str, objs: Sequence[Observed], why: str) -> list[Change]:
     """Every copy of an id no longer in the spec goes; those after the first
     are duplicates, or their steps would share one key and all but one be lost."""
-    why = "not in the desired state"
     return [Change("delete", rid, why, None, o, duplicate=n > 0) for n, o in enumerate(objs)]
 
 
@@ -98,12 +104,15 @@ def diff(
     desired: Sequence[Resource],
     actual: Iterable[Observed],
     forced: Mapping[str, str] | None = None,
+    unwanted: str = UNWANTED,
 ) -> list[Change]:
     """Changes in id order (creates, updates, replaces, deletes), cascaded.
 
     ``forced``: ids whose in-place update the cloud cannot do, with its
     reason (a provider's own rule, such as a resize that would shrink a
-    disk): those changes are replacements.
+    disk): those changes are replacements. ``unwanted``: the reason each
+    delete of an object the spec does not hold gives (``DESTROYED`` for a
+    destroy).
     """
     want: Mapping[str, Resource] = {r.id: r for r in desired}
     have = group_observed(actual)
@@ -111,7 +120,7 @@ def diff(
     for rid in sorted(set(want) | set(have)):
         objs = have.get(rid, [])
         if rid not in want:
-            changes += _unwanted(rid, objs)
+            changes += _unwanted(rid, objs, unwanted)
             continue
         if not objs:
             changes.append(Change("create", rid, "does not exist", want[rid]))

@@ -9,7 +9,7 @@ import attrs
 import networkx as nx
 
 from cloudlet.model.resources import AttrValue, Observed, Resource
-from cloudlet.planner.diff import Change, Op, attr_changes, diff
+from cloudlet.planner.diff import UNWANTED, Change, Op, attr_changes, diff
 from cloudlet.planner.graph import Step, build_graph, ordered_steps
 
 #: What an operator reads of a new object, by kind, in this order
@@ -35,14 +35,32 @@ def json_value(value: AttrValue) -> Any:
 
 
 @attrs.frozen
+class Phase:
+    """One step of a replacement: its old object's delete, then the new
+    object's create. ``after``: the steps (``phase:id`` keys, as ``graph``
+    draws them) that must finish before this one starts."""
+
+    phase: str
+    after: tuple[str, ...]
+
+
+@attrs.frozen
 class Action:
-    """One resource's change as operators read it (a replace is one action)."""
+    """One resource's change as operators read it (a replace is one action).
+
+    ``after``: the ids whose actions must finish before this one can; for a
+    replacement, what its new object waits for (its create phase). Its old
+    object's delete waits for the deletes of what used it, which is why a
+    replacement also lists its ``phases``: one list mixing both orders
+    would read like a cycle (a VM after its port, the port after the VM).
+    """
 
     op: Op
     id: str
     reason: str
     after: tuple[str, ...]
     change: Change = attrs.field(eq=False, repr=False)
+    phases: tuple[Phase, ...] = ()
 
     @property
     def uid(self) -> str | None:
@@ -67,9 +85,12 @@ class Action:
         return attr_changes(want, have)
 
     def to_json(self) -> dict[str, Any]:
-        """DESIGN.md's action, plus ``uid`` (the object acted on), ``attrs``
-        (a create's desired attributes) and ``changes`` (an update's or
-        replacement's attribute differences), each only where it applies."""
+        """DESIGN.md's action, plus ``uid`` (the object acted on: for a
+        replacement, the old object the new one replaces), ``phases`` (a
+        replacement's delete and create, each with the steps it waits for),
+        ``attrs`` (a create's desired attributes) and ``changes`` (an
+        update's or replacement's attribute differences), each only where
+        it applies."""
         out: dict[str, Any] = {
             "op": self.op,
             "id": self.id,
@@ -78,6 +99,8 @@ class Action:
         }
         if self.uid is not None:
             out["uid"] = self.uid
+        if self.phases:
+            out["phases"] = [self._phase_json(p) for p in self.phases]
         want = self.change.desired
         if self.op == "create" and want is not None:
             out["attrs"] = {k: json_value(v) for k, v in sorted(want.attrs.items())}
@@ -87,6 +110,12 @@ class Action:
                 {"attr": k, "actual": json_value(old), "desired": json_value(new)}
                 for k, old, new in changes
             ]
+        return out
+
+    def _phase_json(self, phase: Phase) -> dict[str, Any]:
+        out: dict[str, Any] = {"phase": phase.phase, "after": list(phase.after)}
+        if phase.phase == "delete" and self.uid is not None:
+            out["uid"] = self.uid
         return out
 
 
@@ -121,15 +150,33 @@ def _action_key(change: Change) -> str:
 
 
 def _actions(graph: nx.DiGraph) -> tuple[Action, ...]:
+    """One action per change, in step order. An action waits for the ids
+    of its last step's predecessors: a single step's, or a replacement's
+    create (its delete's predecessors are named in its phases)."""
     seen: dict[str, Change] = {}
-    after: dict[str, set[str]] = {}
+    waits: dict[str, dict[str, set[str]]] = {}
     for key in ordered_steps(graph):
         step: Step = graph.nodes[key]["step"]
-        akey = _action_key(step.change)
+        akey, change_id = _action_key(step.change), step.change.id
         seen.setdefault(akey, step.change)
-        preds = {graph.nodes[p]["step"].change.id for p in graph.predecessors(key)}
-        after.setdefault(akey, set()).update(preds - {step.change.id})
-    return tuple(Action(c.op, c.id, c.reason, tuple(sorted(after[k])), c) for k, c in seen.items())
+        preds = {
+            p for p in graph.predecessors(key) if graph.nodes[p]["step"].change.id != change_id
+        }
+        waits.setdefault(akey, {}).setdefault(step.phase, set()).update(preds)
+    return tuple(_action(graph, change, waits[k]) for k, change in seen.items())
+
+
+def _action(graph: nx.DiGraph, change: Change, waits: Mapping[str, set[str]]) -> Action:
+    def ids(keys: set[str]) -> tuple[str, ...]:
+        return tuple(sorted({graph.nodes[k]["step"].change.id for k in keys}))
+
+    phases: tuple[Phase, ...] = ()
+    if change.op == "replace":
+        phases = tuple(Phase(p, tuple(sorted(waits.get(p, ())))) for p in ("delete", "create"))
+        last = waits.get("create", set())
+    else:
+        last = set().union(*waits.values())
+    return Action(change.op, change.id, change.reason, ids(last), change, phases)
 
 
 def leave_alone(plan: Plan, ids: Collection[str]) -> Plan:
@@ -149,12 +196,17 @@ def plan_actions(
     desired: Sequence[Resource],
     actual: Iterable[Observed],
     forced: Mapping[str, str] | None = None,
+    *,
+    unwanted: str = UNWANTED,
 ) -> Plan:
     """Same inputs, same plan: the order depends only on ids and dependencies.
 
     ``forced``: updates the cloud cannot make in place, by id, with why
-    (see ``diff``); they become replacements.
+    (see ``diff``); they become replacements. ``unwanted``: what each
+    delete of an object the spec does not hold says (``DESTROYED`` when
+    the cloudlet is destroyed).
     """
-    changes = diff(desired, sorted(actual, key=lambda o: (o.id or "", o.uid)), forced)
+    ordered = sorted(actual, key=lambda o: (o.id or "", o.uid))
+    changes = diff(desired, ordered, forced, unwanted)
     graph = build_graph(changes)
     return Plan(name, _actions(graph), graph)

@@ -431,5 +431,7 @@ def _lock_timeout(name: str, timeout: float, raw: bytes) -> LockTimeout:
     except (ValueError, KeyError, TypeError):
         who = "holder unknown"
     return LockTimeout(
-        f"cloudlet {name} is being synced by another process ({who}); gave up after {timeout:g} s"
+        f"lock {name} is held by another process ({who}); gave up after {timeout:g} s",
+        holder=who,
+        waited=timeout,
     )

@@ -53,17 +53,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
 import attrs
 import cattrs
 
-from cloudlet.errors import ConflictError, InvalidName
+from cloudlet.errors import ConflictError, InvalidName, LockTimeout
 from cloudlet.model.ports import PortMapping
 from cloudlet.model.resources import Observed
-from cloudlet.store.base import Entry, Fence, Fences, Store, fence_list
+from cloudlet.store.base import Entry, Fence, Fences, HeldLock, Store, fence_list
 
 ROOT = "/cloudlet"
 DESIRED = f"{ROOT}/desired/"
@@ -184,6 +184,24 @@ def lock_name(name: str) -> str:
     """The per-cloudlet lock every writer of its desired state and every
     reconcile of it holds: named here alone."""
     return f"sync-{_check_name(name)}"
+
+
+@contextlib.contextmanager
+def cloudlet_lock(store: Store, name: str, timeout: float) -> Iterator[HeldLock]:
+    """Hold cloudlet ``name``'s lock (``lock_name``). If another process
+    keeps it past ``timeout``, the error names the cloudlet, not the
+    store's lock key: ``cloudlet X is being synced by another process``."""
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(store.lock(lock_name(name), timeout))
+        except LockTimeout as err:
+            raise LockTimeout(
+                f"cloudlet {name} is being synced by another process ({err.holder});"
+                f" waited {err.waited:g} s (CLOUDLET_LOCK_TIMEOUT sets how long)",
+                holder=err.holder,
+                waited=err.waited,
+            ) from None
+        yield held
 
 
 def history_key(name: str, revision: int) -> str:

@@ -288,8 +288,9 @@ def _holder_pid(fd: int) -> int | None:
 
 
 def _timeout_error(name: str, timeout: float, pid: int | None) -> LockTimeout:
-    holder = f"pid {pid}" if pid is not None else "pid unknown"
+    holder = f"pid {pid}" if pid is not None else "holder unknown"
     return LockTimeout(
-        f"cloudlet {name} is being synced by another process ({holder}); "
-        f"gave up after {timeout:g} s"
+        f"lock {name} is held by another process ({holder}); gave up after {timeout:g} s",
+        holder=holder,
+        waited=timeout,
     )

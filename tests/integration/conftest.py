@@ -121,6 +121,18 @@ def fake_ls(state_dir: Path, name: str) -> list[dict[str, Any]]:
     return rows
 
 
+def fake_ls_unknown(state_dir: Path, name: str) -> str:
+    """``fake ls`` of a cloudlet the simulated cloud holds nothing for and
+    the store does not know (never synced, or destroyed): nothing is at the
+    site, and it says so in one line with exit 1, not ``[]`` with exit 0."""
+    proc = ok(cli("fake", "ls", name, "--json", state_dir=state_dir), 1)
+    assert proc.stdout == "", describe(proc)
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("cloudlet: the simulated cloud holds nothing"), describe(proc)
+    assert repr(name) in line, describe(proc)
+    return line
+
+
 def tagged_ids(rows: list[dict[str, Any]]) -> list[str]:
     return [r["id"] for r in rows if r["id"] is not None]
 

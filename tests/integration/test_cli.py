@@ -23,6 +23,7 @@ from conftest import (
     duplicates,
     edited_copy,
     fake_ls,
+    fake_ls_unknown,
     ok,
     plan_json,
     tagged_ids,
@@ -80,7 +81,7 @@ def test_plan_sync_status(state_dir: Path) -> None:
     assert "port/game" in after["vm/game"]
     # plan stores nothing
     ok(cli("status", "berlin-1", "--json", state_dir=state_dir), 1)
-    assert fake_ls(state_dir, "berlin-1") == []
+    fake_ls_unknown(state_dir, "berlin-1")  # nothing at the site, nothing stored
 
     summary = cli_json("sync", NO_ROUTER, "--yes", "--json", state_dir=state_dir)
     assert summary["cloudlet"] == "berlin-1"
@@ -176,7 +177,7 @@ def test_drift_tour_and_destroy(state_dir: Path) -> None:
     assert len(fake_ls(state_dir, "berlin-1")) == total
 
     ok(cli("destroy", "berlin-1", "--yes", state_dir=state_dir))
-    assert tagged_ids(fake_ls(state_dir, "berlin-1")) == []
+    fake_ls_unknown(state_dir, "berlin-1")  # nothing left at the site, nor stored
 
 
 def test_plan_json_names_the_copy_each_delete_removes(tmp_path: Path, state_dir: Path) -> None:
@@ -341,7 +342,7 @@ def test_export_heat(tmp_path: Path, state_dir: Path) -> None:
     for vm in vms:
         assert sum(vm in str(s["properties"]) for s in servers) == 1, vm
     # export is an artifact only: nothing stored, nothing created
-    assert fake_ls(state_dir, "paris-3") == []
+    fake_ls_unknown(state_dir, "paris-3")
 
 
 # --- spec edits, parallelism ---------------------------------------------------------
@@ -350,7 +351,7 @@ def test_export_heat(tmp_path: Path, state_dir: Path) -> None:
 def test_spec_edits_replace_and_parallelism(tmp_path: Path, state_dir: Path) -> None:
     proc = ok(cli("sync", NO_ROUTER, "--yes", "--parallelism", "0", state_dir=state_dir), 1)
     assert "parallelism" in proc.stderr
-    assert fake_ls(state_dir, "berlin-1") == []
+    fake_ls_unknown(state_dir, "berlin-1")
 
     ok(cli("sync", NO_ROUTER, "--yes", "--parallelism", "1", state_dir=state_dir))
     before = {r["id"]: r["uid"] for r in fake_ls(state_dir, "berlin-1")}

@@ -32,6 +32,7 @@ from conftest import (
     describe,
     edited_copy,
     fake_ls,
+    fake_ls_unknown,
     ok,
 )
 
@@ -147,7 +148,7 @@ def test_the_prompt_no_changes_nothing(state_dir: Path, terminals: Any) -> None:
     code, text, _ = term.finish()
     assert code == 1, text
     assert "cancelled; nothing changed" in text
-    assert fake_ls(state_dir, NAME) == []
+    fake_ls_unknown(state_dir, NAME)
     assert cli("get", NAME, state_dir=state_dir).returncode == 1  # nothing stored either
 
 
@@ -225,7 +226,7 @@ def test_sync_json_without_a_terminal_needs_yes(state_dir: Path) -> None:
     assert proc.stdout == ""
     (line,) = proc.stderr.splitlines()
     assert line.startswith("cloudlet: ") and "--yes" in line
-    assert fake_ls(state_dir, NAME) == []
+    fake_ls_unknown(state_dir, NAME)
 
 
 # -- saved plans ------------------------------------------------------------------------

@@ -86,7 +86,9 @@ def test_apply_get_history_rollback_over_etcd(
 ) -> None:
     prefix = f"/cli-{tmp_path.name}"
     ok(on_etcd(etcd, prefix, state_dir, "apply", ROUTER))
-    assert fake_ls(state_dir, "munich-2") == []  # apply stores the desired state only
+    # apply stores the desired state only: known to the store, nothing at the site
+    ls = ok(on_etcd(etcd, prefix, state_dir, "fake", "ls", "munich-2", "--json"))
+    assert json.loads(ls.stdout) == []
     edited = edited_copy(ROUTER, tmp_path / "router-v2.yaml", "image: redis-7", "image: redis-8")
     ok(on_etcd(etcd, prefix, state_dir, "apply", edited))
     assert "redis-8" in ok(on_etcd(etcd, prefix, state_dir, "get", "munich-2")).stdout

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NO_ROUTER, ROUTER, cli, describe, fake_ls, ok
+from conftest import NO_ROUTER, ROUTER, cli, describe, fake_ls, fake_ls_unknown, ok
 
 EXAMPLE = NO_ROUTER.read_text()
 MAX_SECONDS = 5.0  # per call, wall; the CLI needs well under a second
@@ -221,7 +221,7 @@ def test_plan_and_sync_reject_hostile_files_and_change_nothing(
     assert not hostile.marker.exists()
     assert snapshot(synced) == before
     # no new cloudlet appeared
-    assert fake_ls(synced, "berlin-1") == []
+    fake_ls_unknown(synced, "berlin-1")
     ok(cli("get", "berlin-1", state_dir=synced), 1)
 
 
@@ -241,4 +241,4 @@ def test_duplicate_reference_is_rejected(tmp_path: Path, state_dir: Path) -> Non
         if found:
             failures.append(f"{' '.join(command)}: " + "\n  ".join(found))
     assert not failures, "\n\n".join(failures)
-    assert fake_ls(state_dir, "berlin-1") == []
+    fake_ls_unknown(state_dir, "berlin-1")
