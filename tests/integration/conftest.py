@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,37 @@ def state_dir(tmp_path: Path) -> Path:
     d = tmp_path / "state"
     d.mkdir()
     return d
+
+
+def exposed_vms_spec(path: Path, name: str, vms: int, latency_ms: int, cidr: str) -> Path:
+    """A no-router cloudlet on the fake platform with ``vms`` VMs, each exposed
+    through the root LB on its own port (3 resources per VM beside the 7
+    shared ones): enough steps to crash or interrupt a sync mid-way."""
+    lines = "".join(
+        f"    - {{name: vm-{i}, network: internal, "
+        f"expose: {{loadBalancer: root, ports: [{{protocol: tcp, port: {8000 + i}}}]}}}}\n"
+        for i in range(vms)
+    )
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            apiVersion: cloudlet/v1
+            kind: Cloudlet
+            metadata: {{name: {name}}}
+            spec:
+              platform: {{type: fake, latencyMs: {latency_ms}}}
+              dataPath: no-router
+              networks:
+                - {{name: internal, cidr: {cidr}}}
+              securityGroups:
+                - name: web
+                  rules:
+                    - {{direction: ingress, protocol: tcp, ports: "8000-8010", remote: 0.0.0.0/0}}
+              loadBalancers:
+                - {{name: root, type: shared, network: internal, securityGroups: [web]}}
+              vms:
+            """
+        )
+        + lines
+    )
+    return path

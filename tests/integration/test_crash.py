@@ -11,7 +11,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from conftest import (
     creates,
     describe,
     duplicates,
+    exposed_vms_spec,
     fake_ls,
     fake_ls_unknown,
     ok,
@@ -35,34 +35,7 @@ VMS = 11  # 3 shared + 4 for the LB + 3 per exposed VM = 40 resources
 
 
 def write_spec(path: Path, latency_ms: int) -> Path:
-    vms = "".join(
-        f"    - {{name: vm-{i}, network: internal, "
-        f"expose: {{loadBalancer: root, ports: [{{protocol: tcp, port: {8000 + i}}}]}}}}\n"
-        for i in range(VMS)
-    )
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: cloudlet/v1
-            kind: Cloudlet
-            metadata: {{name: {NAME}}}
-            spec:
-              platform: {{type: fake, latencyMs: {latency_ms}}}
-              dataPath: no-router
-              networks:
-                - {{name: internal, cidr: 10.50.0.0/24}}
-              securityGroups:
-                - name: web
-                  rules:
-                    - {{direction: ingress, protocol: tcp, ports: "8000-8010", remote: 0.0.0.0/0}}
-              loadBalancers:
-                - {{name: root, type: shared, network: internal, securityGroups: [web]}}
-              vms:
-            """
-        )
-        + vms
-    )
-    return path
+    return exposed_vms_spec(path, NAME, VMS, latency_ms, "10.50.0.0/24")
 
 
 def fresh_creates(spec: Path, tmp_path: Path) -> list[str]:

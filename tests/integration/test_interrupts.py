@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import termios
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from conftest import (
     creates,
     describe,
     duplicates,
+    exposed_vms_spec,
     fake_ls,
     ok,
     plan_json,
@@ -41,34 +41,7 @@ HIDE, SHOW = "\x1b[?25l", "\x1b[?25h"
 
 
 def write_spec(path: Path, latency_ms: int) -> Path:
-    vms = "".join(
-        f"    - {{name: vm-{i}, network: internal, "
-        f"expose: {{loadBalancer: root, ports: [{{protocol: tcp, port: {8000 + i}}}]}}}}\n"
-        for i in range(VMS)
-    )
-    path.write_text(
-        textwrap.dedent(
-            f"""\
-            apiVersion: cloudlet/v1
-            kind: Cloudlet
-            metadata: {{name: {NAME}}}
-            spec:
-              platform: {{type: fake, latencyMs: {latency_ms}}}
-              dataPath: no-router
-              networks:
-                - {{name: internal, cidr: 10.60.0.0/24}}
-              securityGroups:
-                - name: web
-                  rules:
-                    - {{direction: ingress, protocol: tcp, ports: "8000-8010", remote: 0.0.0.0/0}}
-              loadBalancers:
-                - {{name: root, type: shared, network: internal, securityGroups: [web]}}
-              vms:
-            """
-        )
-        + vms
-    )
-    return path
+    return exposed_vms_spec(path, NAME, VMS, latency_ms, "10.60.0.0/24")
 
 
 def count_objects(state_dir: Path) -> int:
