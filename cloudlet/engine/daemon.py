@@ -113,9 +113,12 @@ class LoggedListener:
 
 
 def _level(report: SyncReport) -> int:
-    """Quiet for a resync that found nothing to do or an instant requeue; loud for failures."""
+    """INFO for every reconcile (a drift check that found nothing is one line
+    too: the issue asks for one per reconcile, and it shows the daemon is
+    alive); DEBUG only for an instant requeue of a superseded revision,
+    which did nothing; loud for failures."""
     outcome = report.outcome
-    if outcome == "superseded" or (outcome == "converged" and not report.steps):
+    if outcome == "superseded":
         return logging.DEBUG
     if outcome in ("failed", "lost"):
         return logging.WARNING
