@@ -159,5 +159,6 @@ def test_status_retries_its_observe_like_sync(tmp_path: Path, state_dir: Path) -
     spec = flaky_spec(tmp_path, seed)
     ok(cli("apply", spec, state_dir=state_dir))  # stores only: no provider call yet
     status = json.loads(ok(cli("status", "flaky", "--json", state_dir=state_dir)).stdout)
-    assert {r["state"] for r in status["resources"]} == {"missing"}, status
-    assert "vm/app" in status["drift"]
+    # Stored, never synced: pending, not drift (issue 11).
+    assert {r["state"] for r in status["resources"]} == {"pending"}, status
+    assert "vm/app" in status["pending"] and status["drift"] == []
