@@ -179,5 +179,6 @@ def register(add: Add) -> None:
     p.add_argument(
         "--run-dir",
         metavar="DIR",
-        help="gateway: where nginx keeps its pid and temporary files (default: /run/cloudlet-gateway)",
+        help="gateway: where nginx keeps its pid and temporary files"
+        " (default: /run/cloudlet-gateway)",
     )
