@@ -99,10 +99,14 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("  0    the old revision is the desired state again", STATUS_ERROR),
     ),
     "export": (
-        ("cloudlet export heat site.yaml -o stack.yaml",),
+        (
+            "cloudlet export heat site.yaml -o stack.yaml",
+            "cloudlet export gateway site.yaml -o /etc/nginx/cloudlet-gateway.conf",
+        ),
         (
             "  0    template written",
-            STATUS_ERROR + "; a cloudlet on vsphere or local (Heat is OpenStack's)",
+            STATUS_ERROR + "; a cloudlet on vsphere or local (Heat is OpenStack's);"
+            " gateway: no cloudlet with a platform.gateway",
         ),
     ),
     "reconcile": (

@@ -104,6 +104,12 @@ def _sync_now(ctx: Context, cloudlet: Cloudlet, revision: int) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """The file's cloudlets as Heat templates, with the ports the store allocated."""
+    if args.format == "gateway":
+        from cloudlet.cmd.gatewaycmd import cmd_export_gateway
+
+        return cmd_export_gateway(args)
+    if args.run_dir is not None:
+        raise CloudletError("--run-dir applies to export gateway only")
     import yaml
 
     from cloudlet.model.expand import expand
@@ -163,6 +169,16 @@ def register(add: Add) -> None:
         "--sync", action="store_true", help="then reconcile it now, as 'cloudlet sync NAME' does"
     )
     p = add("export", cmd_export, "render the desired state for restricted sites")
-    p.add_argument("format", choices=["heat"], help="the template language (heat)")
+    p.add_argument(
+        "format",
+        choices=["heat", "gateway"],
+        help="heat (a Heat template) or gateway (the gateway's nginx.conf)",
+    )
     p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
     p.add_argument("-o", "--output", default="-", help="the template's file (- = stdout)")
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="gateway: where nginx keeps its pid and temporary files"
+        " (default: /run/cloudlet-gateway)",
+    )

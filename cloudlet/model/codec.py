@@ -44,6 +44,7 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 #: Leaves first: a class's hook is generated after the hooks of its fields.
 SPEC_CLASSES: tuple[type[Any], ...] = (
     s.Metadata,
+    s.Gateway,
     s.Platform,
     s.Defaults,
     s.Network,

@@ -33,6 +33,26 @@ class Metadata:
 
 
 @attrs.frozen
+class Gateway:
+    """The gateway between an isolated orchestrator network and the engine's.
+
+    Every API call goes through it: the gateway listens on ``address``, one
+    port per endpoint, and forwards to the orchestrator's own (internal) URL;
+    ``cloudlet export gateway`` renders its nginx configuration.
+    """
+
+    #: The gateway's address as the engine's network reaches it (an IP address or a host name).
+    address: str
+    #: The orchestrator's endpoints by service type (`identity`, `compute`, `network`,
+    #: `image`, ...), each its own URL as the service catalogue lists it; `identity` is required.
+    endpoints: dict[str, str]
+    #: The gateway's listen port by service type; unset: the port of the endpoint's URL.
+    ports: dict[str, int] = attrs.field(factory=dict)
+    #: The engine's networks (CIDRs) the gateway answers; empty: any that reaches its address.
+    clients: list[str] = attrs.field(factory=list)
+
+
+@attrs.frozen
 class Platform:
     """Where the cloudlet runs; keys beyond ``type`` belong to one provider.
 
@@ -56,6 +76,8 @@ class Platform:
     cloud: str | None = None
     #: openstack: the external network (LB legs, router gateway, floating IPs); required.
     external_network: str | None = None
+    #: openstack: the gateway every API call goes through; unset: straight to the cloud.
+    gateway: Gateway | None = None
     # vsphere
     #: vsphere: the datacenter's inventory name; required.
     datacenter: str | None = None

@@ -19,7 +19,8 @@ from typing import Protocol
 import attrs
 
 from cloudlet.errors import Location
-from cloudlet.model.spec import API_VERSION, KIND, Cloudlet, Expose, Platform
+from cloudlet.model import gateway as gw
+from cloudlet.model.spec import API_VERSION, KIND, Cloudlet, Expose, Gateway, Platform
 
 Path = tuple[Hashable, ...]
 Locate = Callable[[Path], Location | None]
@@ -202,6 +203,11 @@ def _check_platform(c: _Checker) -> None:
                 c.add((*base, camel(field)), f"{camel(field)} applies to platform type {kind}")
             elif kind == platform.type and kind not in OPTIONAL_FIELDS and not value:
                 c.add(base, f"platform type {kind} requires {camel(field)}")
+    if platform.gateway is not None:
+        if platform.type != "openstack":
+            c.add((*base, "gateway"), "gateway applies to platform type openstack")
+        else:
+            _check_gateway(c, platform.gateway, (*base, "gateway"))
     if platform.type == "local" and platform.external_cidr is not None:
         _check_external_cidr(c, platform.external_cidr, (*base, "externalCidr"))
     if platform.type == "fake":
@@ -213,6 +219,46 @@ def _check_platform(c: _Checker) -> None:
                 c.add((*base, field), f"must be at most {MAX_FAKE_DELAY_MS} (10 minutes)")
         if not 0.0 <= platform.failure_rate < 1.0:
             c.add((*base, "failureRate"), "must be in [0, 1)")
+
+
+def _check_gateway(c: _Checker, gateway: Gateway, base: Path) -> None:
+    """A gateway the renderer and the provider can use: an address, identity among
+    known services, URLs they can forward to, and one listen port per endpoint."""
+    problem = gw.host_problem(gateway.address)
+    if problem:
+        c.add((*base, "address"), problem)
+    if "identity" not in gateway.endpoints:
+        c.add((*base, "endpoints"), "the identity endpoint (keystone) is required")
+    for service, url in gateway.endpoints.items():
+        path: Path = (*base, "endpoints", service)
+        if service not in gw.SERVICE_TYPES:
+            hint = did_you_mean(service, gw.SERVICE_TYPES)
+            c.add(path, f"unknown service type {shown(service)}{hint}")
+            continue
+        parsed = gw.parse_endpoint(service, url)
+        if isinstance(parsed, str):
+            c.add(path, parsed)
+    for i, cidr in enumerate(gateway.clients):
+        problem = _cidr_problem(cidr)
+        if problem:
+            c.add((*base, "clients", i), problem)
+    taken: dict[int, str] = {}
+    for service, port in gateway.ports.items():
+        if service not in gateway.endpoints:
+            hint = did_you_mean(service, gateway.endpoints)
+            c.add((*base, "ports", service), f"no endpoint {shown(service)}{hint}")
+        elif not 1 <= port <= PORT_MAX:
+            c.add((*base, "ports", service), f"port {port} out of range 1..{PORT_MAX}")
+    for endpoint in gw.endpoints(gateway):
+        port = gw.listen_port(gateway, endpoint)
+        first = taken.setdefault(port, endpoint.service)
+        if first != endpoint.service:
+            where = "ports" if endpoint.service in gateway.ports else "endpoints"
+            c.add(
+                (*base, where, endpoint.service),
+                f"port {port} is already the gateway's port for {first!r}"
+                " (name another in gateway.ports)",
+            )
 
 
 def _check_external_cidr(c: _Checker, value: str, path: Path) -> None:

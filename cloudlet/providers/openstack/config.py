@@ -20,8 +20,9 @@ from openstack import exceptions as sdk
 from openstack.config import loader
 
 from cloudlet.errors import ProviderError
-from cloudlet.model.spec import Platform
+from cloudlet.model.spec import Gateway, Platform
 from cloudlet.providers.openstack.faults import to_provider_error
+from cloudlet.providers.openstack.gateway import auth_url, endpoint_overrides
 
 #: Seconds a server may take to become ACTIVE (or finish a resize).
 BUILD_TIMEOUT = 600.0
@@ -32,10 +33,25 @@ class OpenstackConfig:
     cloud: str | None
     external_network: str | None
     build_timeout: float = BUILD_TIMEOUT
+    #: Every API call through this gateway (platform.gateway), or straight to the cloud.
+    gateway: Gateway | None = None
 
 
 def load_config(platform: Platform) -> OpenstackConfig:
-    return OpenstackConfig(cloud=platform.cloud, external_network=platform.external_network)
+    return OpenstackConfig(
+        cloud=platform.cloud, external_network=platform.external_network, gateway=platform.gateway
+    )
+
+
+def gateway_options(gateway: Gateway | None) -> dict[str, Any]:
+    """What sends every call through the gateway: keystone's ``auth_url`` at the gateway
+    (merged into the cloud's ``auth``, the credentials stay in clouds.yaml), and an
+    endpoint override per service, because the catalogue keystone returns lists the
+    cloud's internal URLs, which the engine's network cannot reach. A service the gateway
+    does not forward keeps its catalogue URL, and fails: nothing bypasses the gateway."""
+    if gateway is None:
+        return {}
+    return {"auth": {"auth_url": auth_url(gateway)}, **endpoint_overrides(gateway)}
 
 
 def quiet_sdk_logs() -> None:
@@ -102,6 +118,7 @@ def connect(config: OpenstackConfig) -> Any:
         kwargs: dict[str, Any] = {"api_timeout": 60}
         if config.cloud:
             kwargs["cloud"] = config.cloud
+        kwargs.update(gateway_options(config.gateway))
         return openstack.connect(**kwargs)
     except sdk.ConfigException as err:
         raise ProviderError(
