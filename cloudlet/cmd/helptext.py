@@ -99,9 +99,15 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("  0    the old revision is the desired state again", STATUS_ERROR),
     ),
     "export": (
-        ("cloudlet export heat site.yaml -o stack.yaml",),
         (
-            "  0    template written",
+            "cloudlet export heat site.yaml -o stack.yaml",
+            "cloudlet export onboard --index https://pypi.site/simple --version 0.2.0 \\\n"
+            "    --etcd 10.0.0.11:2379 --tls-ca /etc/cloudlet/tls/ca.pem -o user-data.yaml",
+            "cloudlet export heat site.yaml --platform-vm debian-12,m1.small,mgmt \\\n"
+            "    --index https://pypi.site/simple --etcd 10.0.0.11:2379 -o stack.yaml",
+        ),
+        (
+            "  0    template (or user data) written",
             STATUS_ERROR + "; a cloudlet on vsphere or local (Heat is OpenStack's)",
         ),
     ),

@@ -1,4 +1,4 @@
-"""Desired-state revisions: get, history (with diffs), rollback, and export as Heat."""
+"""Desired-state revisions: get, history (with diffs), rollback, and export (Heat, onboarding)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from cloudlet.cmd import onboardcmd
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.cmd.outfile import write_output
 from cloudlet.errors import CloudletError, NotFound
@@ -110,14 +111,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cloudlet.model.load import load_file
     from cloudlet.providers.openstack.heat import render_heat
 
+    if args.format == "onboard":
+        return onboardcmd.cmd_export_onboard(args)
+    if args.file is None:
+        raise CloudletError("export heat needs FILE (the cloudlets' YAML file)")
     cloudlets = load_file(args.file)
     for c in cloudlets:
         _heat_platform(c)
+    vm = onboardcmd.platform_vm(args, len(cloudlets))
     texts = []
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         for c in cloudlets:
             expansion = expand(c, ctx.repo.get_ports(c.name))
-            template = render_heat(expansion, c.spec.platform.external_network or "public")
+            template = render_heat(expansion, c.spec.platform.external_network or "public", vm)
             texts.append(yaml.safe_dump(template, sort_keys=False))
     text = "---\n".join(texts)
     if args.output == "-":
@@ -163,6 +169,12 @@ def register(add: Add) -> None:
         "--sync", action="store_true", help="then reconcile it now, as 'cloudlet sync NAME' does"
     )
     p = add("export", cmd_export, "render the desired state for restricted sites")
-    p.add_argument("format", choices=["heat"], help="the template language (heat)")
-    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
+    p.add_argument(
+        "format",
+        choices=["heat", "onboard"],
+        help="heat: the cloudlets of FILE as a Heat template; onboard: cloud-init user data"
+        " for a platform VM",
+    )
+    p.add_argument("file", metavar="FILE", nargs="?", help="the cloudlets' YAML file (heat)")
     p.add_argument("-o", "--output", default="-", help="the template's file (- = stdout)")
+    onboardcmd.add_flags(p)
