@@ -2,7 +2,10 @@
 on one store; stop one (SIGTERM), start its "new" daemon under the same
 replica id (what a VM restarting its unit does: the host name stays), then
 the other. Throughout, the lease records in the store are sampled every
-50 ms: no cloudlet may go unowned for longer than one lease TTL.
+50 ms: no cloudlet may go unowned for longer than one lease TTL. Owned means
+an unexpired lease whose holder is a running process: a lease left behind by
+a daemon that has exited counts as no owner (so a SIGKILL instead of the
+graceful SIGTERM, which waits out the TTL, fails this test).
 
 The embedded store serves both daemons (they share the state directory, as
 test_daemon's two replicas do); the "new" version is this same code."""
@@ -58,7 +61,14 @@ class Sampler(threading.Thread):
         self.last_owned: dict[str, float] = {}
         self.longest = dict.fromkeys(NAMES, 0.0)
         self.samples = 0
-        self.holders: set[str] = set()
+        self.holders: dict[str, str] = {}  # holder -> replica id
+        self.dead: set[str] = set()
+        self.lock = threading.Lock()
+
+    def retire(self, replica: str) -> None:
+        """``replica``'s process has exited: the leases it holds serve nobody."""
+        with self.lock:
+            self.dead |= {h for h, r in self.holders.items() if r == replica}
 
     def run(self) -> None:
         self.last_owned = dict.fromkeys(NAMES, time.time())
@@ -66,12 +76,14 @@ class Sampler(threading.Thread):
             now = time.time()
             held = leases(self.state_dir)
             self.samples += 1
-            for name in NAMES:
-                lease = held.get(name)
-                if lease is not None and lease[2] > now:
+            with self.lock:
+                for name in NAMES:
+                    lease = held.get(name)
+                    if lease is None or lease[2] <= now or lease[1] in self.dead:
+                        continue
                     self.longest[name] = max(self.longest[name], now - self.last_owned[name])
                     self.last_owned[name] = now
-                    self.holders.add(lease[1])
+                    self.holders[lease[1]] = lease[0]
             self.halt.wait(0.05)
 
     def finish(self) -> float:
@@ -139,6 +151,7 @@ def test_a_rolling_upgrade_leaves_no_cloudlet_unowned_for_a_lease_ttl(
         for replica in ("a", "b"):  # one at a time: the other holds the cloudlets
             before = {h for _, h, _ in leases(state_dir).values()}
             stop(procs[replica])
+            sampler.retire(replica)
             procs[replica] = start(replica, state_dir, logs)  # the "new" version
             wait_for(
                 f"new {replica} owns its share",
