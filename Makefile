@@ -28,6 +28,9 @@ $(RUN_STAMP): pyproject.toml
 
 # Graphviz draws `cloudlet graph -o x.svg`; the tests draw one. systemd-analyze verifies the
 # contrib/ unit (offline: no running systemd needed).
+# cloud-init's `schema` checks `cloudlet export onboard`'s user data. Installing it must not change
+# this host: services stay stopped (policy-rc.d, as dataplane-deps), /etc/cloud/cloud-init.disabled
+# keeps it from ever running at a boot, and its login-shell locale check (profile.d) is left out.
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { \
 	  echo "installing graphviz (for cloudlet graph -o *.svg)"; \
@@ -37,6 +40,16 @@ system-deps:
 	  echo "installing systemd (its systemd-analyze checks contrib/cloudlet-reconcile.service offline)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null) \
 	  || echo "warning: could not install systemd; the unit file tests will fail"; }
+	@command -v cloud-init >/dev/null 2>&1 || { \
+	  echo "installing cloud-init (its schema check validates cloudlet export onboard's user data)"; \
+	  ours=0; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && ours=1; fi; \
+	  mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled; \
+	  (apt-get -o DPkg::Lock::Timeout=900 update -qq \
+	   && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
+	     --no-install-recommends -o 'DPkg::Options::=--path-exclude=/etc/profile.d/Z99-cloud-locale-test.sh' cloud-init >/dev/null) \
+	  || echo "warning: could not install cloud-init; the onboarding user-data tests will fail"; \
+	  if [ $$ours = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
 
 # The `local` platform's data plane (issue 10): haproxy (TCP), nginx stream (UDP), keepalived (VRRP),
 # nftables, iproute2, conntrack, arping, socat, curl. Packaged services must never start: every daemon

@@ -16,7 +16,8 @@ import attrs
 
 #: Flags and positionals whose value is a path: completed with file names.
 PATH_DESTS = frozenset(
-    {"file", "files", "output", "state_dir", "report", "runtime_dir", "plan", "out"}
+    {"file", "files", "output", "state_dir", "report", "runtime_dir", "plan", "out", "wheel"}
+    | {"tls_ca", "tls_cert", "tls_key"}
 )
 
 

@@ -102,9 +102,13 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         (
             "cloudlet export heat site.yaml -o stack.yaml",
             "cloudlet export gateway site.yaml -o /etc/nginx/cloudlet-gateway.conf",
+            "cloudlet export onboard --index https://pypi.site/simple --version 0.2.0 \\\n"
+            "    --etcd 10.0.0.11:2379 --tls-ca /etc/cloudlet/tls/ca.pem -o user-data.yaml",
+            "cloudlet export heat site.yaml --platform-vm debian-12,m1.small,mgmt \\\n"
+            "    --index https://pypi.site/simple --etcd 10.0.0.11:2379 -o stack.yaml",
         ),
         (
-            "  0    template written",
+            "  0    template, configuration or user data written",
             STATUS_ERROR + "; a cloudlet on vsphere or local (Heat is OpenStack's);"
             " gateway: no cloudlet with a platform.gateway",
         ),

@@ -1,4 +1,4 @@
-"""Desired-state revisions: get, history (with diffs), rollback, and export as Heat."""
+"""Desired-state revisions: get, history (with diffs), rollback, and export (Heat, onboarding)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from cloudlet.cmd import onboardcmd
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.cmd.outfile import write_output
 from cloudlet.errors import CloudletError, NotFound
@@ -107,6 +108,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "gateway":
         from cloudlet.cmd.gatewaycmd import cmd_export_gateway
 
+        if args.file is None:
+            raise CloudletError("export gateway needs FILE (the cloudlets' YAML file)")
+
         return cmd_export_gateway(args)
     if args.run_dir is not None:
         raise CloudletError("--run-dir applies to export gateway only")
@@ -116,14 +120,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from cloudlet.model.load import load_file
     from cloudlet.providers.openstack.heat import render_heat
 
+    if args.format == "onboard":
+        return onboardcmd.cmd_export_onboard(args)
+    if args.file is None:
+        raise CloudletError("export heat needs FILE (the cloudlets' YAML file)")
     cloudlets = load_file(args.file)
     for c in cloudlets:
         _heat_platform(c)
+    vm = onboardcmd.platform_vm(args, len(cloudlets))
     texts = []
     with Context.from_args(args.state_dir, args.etcd) as ctx:
         for c in cloudlets:
             expansion = expand(c, ctx.repo.get_ports(c.name))
-            template = render_heat(expansion, c.spec.platform.external_network or "public")
+            template = render_heat(expansion, c.spec.platform.external_network or "public", vm)
             texts.append(yaml.safe_dump(template, sort_keys=False))
     text = "---\n".join(texts)
     if args.output == "-":
@@ -171,10 +180,13 @@ def register(add: Add) -> None:
     p = add("export", cmd_export, "render the desired state for restricted sites")
     p.add_argument(
         "format",
-        choices=["heat", "gateway"],
-        help="heat (a Heat template) or gateway (the gateway's nginx.conf)",
+        choices=["heat", "gateway", "onboard"],
+        help="heat (a Heat template), gateway (the gateway's nginx.conf) or onboard"
+        " (cloud-init user data for a platform VM)",
     )
-    p.add_argument("file", metavar="FILE", help="the cloudlets' YAML file")
+    p.add_argument(
+        "file", metavar="FILE", nargs="?", help="the cloudlets' YAML file (heat, gateway)"
+    )
     p.add_argument("-o", "--output", default="-", help="the template's file (- = stdout)")
     p.add_argument(
         "--run-dir",
@@ -182,3 +194,4 @@ def register(add: Add) -> None:
         help="gateway: where nginx keeps its pid and temporary files"
         " (default: /run/cloudlet-gateway)",
     )
+    onboardcmd.add_flags(p)

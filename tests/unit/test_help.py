@@ -72,7 +72,7 @@ def test_the_completion_tree_is_the_parser() -> None:
     assert {"ls", "rm", "cp", "set"} == set(nodes["fake"].subcommands)
     assert nodes[""].valued["--log-format"] == ("text", "json")
     assert "--parallelism" in nodes["sync"].valued and "--yes" not in nodes["sync"].valued
-    assert nodes["export"].choices == ("heat", "gateway") and nodes["export"].files
+    assert nodes["export"].choices == ("heat", "gateway", "onboard") and nodes["export"].files
     assert "-o" in nodes["graph"].path_flags
 
 
@@ -121,7 +121,7 @@ def test_bash_accepts_and_completes(script_file, tmp_path) -> None:  # type: ign
         "text json",
         "sync",  # a flag's value is skipped when finding the command
         "--plan --parallelism",
-        "heat gateway site.yaml",  # the positional's choice, then files
+        "heat gateway onboard site.yaml",  # the positional's choices, then files
         "site.yaml",
     ]
 

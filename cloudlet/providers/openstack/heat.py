@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import attrs
+
 from cloudlet.model.expand import Expansion
 from cloudlet.model.kinds import is_external, refs
 from cloudlet.model.resources import Resource
@@ -21,6 +23,8 @@ from cloudlet.providers.openstack import marks
 from cloudlet.providers.openstack.rules import rule_fields
 
 HEAT_VERSION = "2018-08-31"
+#: The platform VM's resource name (``export heat --platform-vm``).
+PLATFORM_VM = "cloudlet_platform_vm"
 DEFAULT_ETHERTYPE = ("ethertype", "IPv4")
 
 
@@ -137,7 +141,41 @@ def _render(r: Resource, owner: str, subnets: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def render_heat(expansion: Expansion, external_network: str = "public") -> dict[str, Any]:
+@attrs.frozen
+class PlatformVM:
+    """The site's platform VM, booted with ``user_data`` (cloudlet's onboarding)."""
+
+    image: str
+    flavor: str
+    network: str
+    user_data: str
+
+
+def _platform_vm(vm: PlatformVM, expansion: Expansion) -> dict[str, Any]:
+    """A network the cloudlet defines is referenced (and waited for); any
+    other name is one the site already has. Untagged on purpose: the VM that
+    runs the engine is no object of the cloudlet's, so an engine adopting the
+    stack never takes it for one it should delete."""
+    ours = [r.id for r in expansion.resources if r.kind == "network" and r.name == vm.network]
+    body: dict[str, Any] = {
+        "type": "OS::Nova::Server",
+        "properties": {
+            "name": f"{expansion.cloudlet}.platform",
+            "image": vm.image,
+            "flavor": vm.flavor,
+            "networks": [{"network": _ref(ours[0]) if ours else vm.network}],
+            "user_data_format": "RAW",
+            "user_data": vm.user_data,
+        },
+    }
+    if ours:
+        body["depends_on"] = [heat_name(ours[0])]
+    return body
+
+
+def render_heat(
+    expansion: Expansion, external_network: str = "public", platform_vm: PlatformVM | None = None
+) -> dict[str, Any]:
     subnets = {r.id: str(r.attrs["network"]) for r in expansion.resources if r.kind == "subnet"}
     resources: dict[str, Any] = {}
     for r in expansion.resources:
@@ -151,6 +189,8 @@ def render_heat(expansion: Expansion, external_network: str = "public") -> dict[
                     "type": "OS::Neutron::RouterInterface",
                     "properties": {"router": _ref(r.id), "subnet": _ref(sub)},
                 }
+    if platform_vm is not None:
+        resources[PLATFORM_VM] = _platform_vm(platform_vm, expansion)
     return {
         "heat_template_version": HEAT_VERSION,
         "description": f"cloudlet {expansion.cloudlet}, rendered by cloudlet export heat",

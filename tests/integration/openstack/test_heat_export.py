@@ -52,6 +52,17 @@ def test_heat_validates_every_example(conn: Any, tmp_path: Path, name: str) -> N
     assert answer["Parameters"]["external_network"]["Default"] == "public"
 
 
+def test_heat_validates_the_platform_vm(conn: Any, tmp_path: Path) -> None:
+    """``--platform-vm``: the onboarding server is one Heat accepts."""
+    out = tmp_path / "stack.yaml"
+    flags = ["--platform-vm", "cirros,m1.tiny,internal", "--index", "https://m.example/simple"]
+    argv = ["export", "heat", EXAMPLES / "openstack.yaml", *flags, "--etcd", "10.0.0.11:2379"]
+    ok(cli(*argv, "-o", out, state_dir=tmp_path / "state"))
+    template = dict(yaml.safe_load(out.read_text()))
+    assert template["resources"]["cloudlet_platform_vm"]["properties"]["user_data_format"] == "RAW"
+    conn.orchestration.validate_template(template=template)
+
+
 def test_heat_refuses_a_broken_template(conn: Any, tmp_path: Path) -> None:
     template = export(EXAMPLES / "openstack.yaml", tmp_path)
     server = next(r for r in template["resources"].values() if r["type"] == "OS::Nova::Server")
