@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cloudlet.cmd import completion, helptext, schemacmd
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
+from cloudlet.cmd import relaycmd
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.errors import CloudletError
 
@@ -460,3 +461,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reconcile_cmd.register(add)
     completion.register(add)
     schemacmd.register(add)
+    relaycmd.register(add)
