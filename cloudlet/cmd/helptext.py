@@ -147,9 +147,7 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
     "token": (
-        (
-            "cloudlet token issue edge-1 game --ttl 300   # printed once; the store keeps a hash",
-        ),
+        ("cloudlet token issue edge-1 game --ttl 300   # printed once; the store keeps a hash",),
         ("  0    issued", STATUS_ERROR + "; an unknown cloudlet"),
     ),
     "shell": (
@@ -164,7 +162,10 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "logs": (
         ("cloudlet logs edge-1 game -f --relay relay.example:8443 --token $T --tls-ca ca.pem",),
-        ("  0    the log was printed (-f: until interrupted)", STATUS_ERROR + "; the token refused"),
+        (
+            "  0    the log was printed (-f: until interrupted)",
+            STATUS_ERROR + "; the token refused",
+        ),
     ),
     "completion": (
         (

@@ -126,10 +126,30 @@ def _user_flags(args: argparse.Namespace) -> tuple[tuple[str, int], str, Any]:
 def cmd_shell(args: argparse.Namespace) -> int:
     from cloudlet.relay import client
 
+    cmd = _command(args)
     where, token, tls = _user_flags(args)
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     request = {"token": token, "cloudlet": args.name, "vm": args.vm, "kind": "shell", "cmd": cmd}
     return client.run(where, tls, request)
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """CMD after ``--``. argparse's REMAINDER also takes flags given between
+    VM and ``--`` (and drops a ``--`` right after VM): flags before a ``--``,
+    or leading ones with none, are parsed again as the flags they are."""
+    rest: list[str] = args.cmd
+    if "--" in rest:
+        at = rest.index("--")
+        flags, cmd = rest[:at], rest[at + 1 :]
+    elif rest[:1] and rest[0].startswith("-"):
+        flags, cmd = rest, []
+    else:
+        flags, cmd = [], rest
+    if flags:
+        parser: argparse.ArgumentParser = args.shell_parser
+        again = type(parser)(prog=parser.prog, add_help=False)
+        _relay_flags(again)
+        again.parse_args(flags, namespace=args)
+    return cmd
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -159,6 +179,10 @@ def site_flags(p: argparse.ArgumentParser, relay_help: str) -> None:
 def _user_side(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME", help="the cloudlet's name")
     p.add_argument("vm", metavar="VM", help="the VM's name (game) or id (vm/game)")
+    _relay_flags(p)
+
+
+def _relay_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--relay", metavar="HOST:PORT", help="the relay (env CLOUDLET_RELAY)")
     p.add_argument(
         "--token", help="a token from cloudlet token issue (env CLOUDLET_RELAY_TOKEN: not in ps)"
@@ -185,8 +209,13 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     t.set_defaults(handler=cmd_token_issue)
     p = add("shell", cmd_shell, "a shell (or CMD) on a VM, through the relay")
     _user_side(p)
-    p.add_argument("cmd", nargs="*", metavar="-- CMD", help="a command to run instead of a shell")
+    p.add_argument(
+        "cmd",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD",
+        help="a command to run instead of a shell",
+    )
+    p.set_defaults(shell_parser=p)
     p = add("logs", cmd_logs, "a VM's back-end log, through the relay")
     _user_side(p)
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
-

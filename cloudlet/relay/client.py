@@ -56,7 +56,7 @@ def _pump(
 ) -> int:
     """Forward until the site's EXIT frame; ``winch``: (the wake-up pipe, the
     terminal whose size to send when it fires)."""
-    inputs = [conn, *([stdin] if stdin is not None else []), *([winch[0]] if winch else [])]
+    inputs: list[Any] = [conn, *([stdin] if stdin is not None else []), *([winch[0]] if winch else [])]
     while True:
         ready = [conn] if conn.has_data() else select.select(inputs, [], [])[0]
         if conn in ready:

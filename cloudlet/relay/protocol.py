@@ -12,7 +12,8 @@ the error one line, after which the relay closes)::
     site control   -> {"role": "site", "site": ID, "cloudlets": [NAME, ...]}
                    <- {"ok": true}
                    then, relay -> site, one line per session to open:
-                      {"open": SID, "cloudlet", "vm", "kind", "cmd", "tty", "rows", "cols", "follow"}
+                      {"open": SID, "cloudlet", "vm", "kind", "cmd", "tty", "rows", "cols",
+                       "follow", "term"}
                    and, site -> relay, every HEARTBEAT s: {"cloudlets": [NAME, ...]}
                       (the names it serves now; a silent site is dropped after 3 beats)
     site data      -> {"role": "data", "session": SID}     (dialled per "open")

@@ -117,14 +117,15 @@ class Relay:
         return await loop.run_in_executor(self._io, lambda: fn(*args, **kw))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = "%s:%s" % writer.get_extra_info("peername")[:2]
+        host, port = writer.get_extra_info("peername")[:2]
+        peer = f"{host}:{port}"
         try:
             raw = await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT)
             hello = protocol.parse_line(raw)
             role = hello.get("role")
-            if role in ("site", "data") and self.require_site_cert:
-                if not writer.get_extra_info("peercert"):
-                    raise protocol.ProtocolError("a site must present a client certificate")
+            site_role = role in ("site", "data")
+            if site_role and self.require_site_cert and not writer.get_extra_info("peercert"):
+                raise protocol.ProtocolError("a site must present a client certificate")
             if role == "site":
                 await self._site(hello, reader, writer, peer)
             elif role == "data":
@@ -136,7 +137,7 @@ class Relay:
         except (protocol.ProtocolError, tokens.TokenRefused, LookupError) as err:
             log.warning("refused %s: %s", peer, err, extra={"peer": peer})
             await _refuse(writer, str(err))
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as err:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as err:
             log.debug("connection from %s ended: %r", peer, err)
         finally:
             writer.close()
@@ -222,7 +223,7 @@ class Relay:
         try:
             await site.send({"open": session.id, **session.request})
             return await asyncio.wait_for(future, OPEN_TIMEOUT)
-        except (asyncio.TimeoutError, OSError):
+        except (TimeoutError, OSError):
             raise LookupError(
                 f"the site of {session.request['cloudlet']} did not open the session"
             ) from None

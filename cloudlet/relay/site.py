@@ -44,7 +44,8 @@ SHELL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class Access(Protocol):
-    log: Path
+    @property
+    def log(self) -> Path: ...
 
     def argv(self, cmd: list[str]) -> list[str]: ...
 
@@ -227,7 +228,8 @@ def run_tty(conn: Conn, argv: list[str], rows: int, cols: int, env: dict[str, st
 def _tty_loop(conn: Conn, master: int) -> bool:
     """Until the terminal's output ends (True) or the user leaves (False)."""
     while True:
-        ready = [conn] if conn.has_data() else select.select([conn, master], [], [])[0]
+        watched: list[Any] = [conn, master]
+        ready = [conn] if conn.has_data() else select.select(watched, [], [])[0]
         if conn in ready:
             if not conn.fill():
                 return False
@@ -261,7 +263,8 @@ def run_piped(conn: Conn, argv: list[str], env: dict[str, str]) -> int | None:
     assert proc.stdin and proc.stdout and proc.stderr
     outs = {proc.stdout.fileno(): DATA, proc.stderr.fileno(): ERR}
     while outs:
-        ready = [conn] if conn.has_data() else select.select([conn, *outs], [], [])[0]
+        watched: list[Any] = [conn, *outs]
+        ready = [conn] if conn.has_data() else select.select(watched, [], [])[0]
         if conn in ready:
             if not conn.fill():
                 _hang_up(proc)
@@ -314,4 +317,3 @@ def agent_thread(agent: SiteAgent) -> threading.Thread:
     thread = threading.Thread(target=agent.run, daemon=True, name="relay-site")
     thread.start()
     return thread
-
