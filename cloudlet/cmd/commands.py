@@ -9,10 +9,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cloudlet.cmd import completion, helptext, schemacmd
+from cloudlet.cmd import completion, helptext, relaycmd, schemacmd
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
-from cloudlet.cmd import relaycmd
 from cloudlet.cmd.context import Context, lock_timeout
 from cloudlet.errors import CloudletError
 

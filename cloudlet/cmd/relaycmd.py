@@ -63,16 +63,16 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
-def site_agent(args: argparse.Namespace, ctx: Context, flag: str = "--relay") -> Any:
+def site_agent(args: argparse.Namespace, ctx: Context, prefix: str = "--tls-") -> Any:
     """The site side for ``args`` (relay-agent's flags, or reconcile's)."""
     from cloudlet.relay.protocol import client_context
     from cloudlet.relay.site import SiteAgent, StoreTargets
 
     if not args.relay:
-        raise CloudletError(f"{flag} HOST:PORT is needed: the relay to dial out to")
-    where = address(args.relay, flag)
-    for f, path in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert)):
-        _readable(path, f)
+        raise CloudletError("--relay HOST:PORT is needed: the relay to dial out to")
+    where = address(args.relay, "--relay")
+    for f, path in (("ca", args.tls_ca), ("cert", args.tls_cert), ("key", args.tls_key)):
+        _readable(path, f"{prefix}{f}")
     tls = client_context(args.tls_ca, args.tls_cert, args.tls_key)
     site = args.site_id or socket.gethostname()
     return SiteAgent(where, tls, StoreTargets(ctx.repo.store, ctx.state_dir), site)
@@ -163,16 +163,28 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return client.run(where, tls, request)
 
 
-def site_flags(p: argparse.ArgumentParser, relay_help: str) -> None:
-    """The site side's flags (relay-agent; reconcile --relay)."""
+def site_flags(p: argparse.ArgumentParser, relay_help: str, prefix: str = "--tls-") -> None:
+    """The site side's flags: relay-agent's ``--tls-ca`` and the like;
+    reconcile's ``--relay-ca`` (its own TLS is not the relay's)."""
     p.add_argument("--relay", metavar="HOST:PORT", help=relay_help)
-    p.add_argument("--tls-ca", metavar="CA", help="the CA file that signed the relay's certificate")
     p.add_argument(
-        "--tls-cert", metavar="CERT", help="this site's client certificate (relay --site-ca)"
+        f"{prefix}ca",
+        dest="tls_ca",
+        metavar="CA",
+        help="the CA that signed the relay's certificate",
     )
-    p.add_argument("--tls-key", metavar="KEY", help="the client certificate's key")
     p.add_argument(
-        "--site-id", default=None, help="this site's name in the relay's log (default: host name)"
+        f"{prefix}cert",
+        dest="tls_cert",
+        metavar="CERT",
+        help="this site's client certificate (for a relay run with --site-ca)",
+    )
+    p.add_argument(f"{prefix}key", dest="tls_key", metavar="KEY", help="that certificate's key")
+    p.add_argument(
+        "--site-id" if prefix == "--tls-" else f"{prefix}site-id",
+        dest="site_id",
+        default=None,
+        help="this site's name in the relay's log (default: the host name)",
     )
 
 

@@ -56,7 +56,9 @@ def _pump(
 ) -> int:
     """Forward until the site's EXIT frame; ``winch``: (the wake-up pipe, the
     terminal whose size to send when it fires)."""
-    inputs: list[Any] = [conn, *([stdin] if stdin is not None else []), *([winch[0]] if winch else [])]
+    inputs: list[Any] = [conn]
+    inputs += [stdin] if stdin is not None else []
+    inputs += [winch[0]] if winch is not None else []
     while True:
         ready = [conn] if conn.has_data() else select.select(inputs, [], [])[0]
         if conn in ready:

@@ -73,6 +73,7 @@ class Session:
     token: tokens.Token
     request: dict[str, Any]
     peer: str
+    site: str
     start: float
     end: float | None = None
     up: int = 0  # user -> site
@@ -89,6 +90,7 @@ class Session:
             "kind": req["kind"],
             "cmd": req["cmd"],
             "peer": self.peer,
+            "site": self.site,
             "start": self.start,
             "end": self.end,
             "bytesUp": self.up,
@@ -201,7 +203,7 @@ class Relay:
         site = self.sites.get(request["cloudlet"])
         if site is None:
             raise LookupError(f"no site is connected for cloudlet {request['cloudlet']}")
-        session = Session(secrets.token_hex(16), token, request, peer, self.clock())
+        session = Session(secrets.token_hex(16), token, request, peer, site.id, self.clock())
         (site_reader, site_writer), done = await self._open(site, session)
         try:
             writer.write(protocol.line({"ok": True, "session": session.id}))

@@ -349,3 +349,32 @@ def test_a_relay_restart_is_survived(setup: Setup) -> None:
     proc = setup.run(setup.token("game"), "--", "echo", "again")
     assert (proc.returncode, proc.stdout) == (0, "again\n"), proc
     assert setup.agent.poll() is None  # the same site process
+
+
+def test_the_daemon_serves_sessions_and_listens_on_its_metrics_port_only(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """``cloudlet reconcile --relay``: the site side inside the daemon. Last
+    in this file: it takes the cloudlet over from the relay-agent."""
+    metrics, log = free_port(), tmp_path / "daemon.log"
+    with open(log, "ab") as out:
+        daemon = subprocess.Popen(
+            argv(setup.state, "reconcile", "--metrics-port", str(metrics),
+                 "--relay", f"127.0.0.1:{setup.relay.port}", "--relay-ca", str(setup.relay.cert),
+                 "--relay-site-id", "daemon-under-test"),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env(),
+        )  # fmt: skip
+    try:
+        wait_for("the daemon's registration", lambda: "registered with relay" in log.read_text())
+        token = setup.token("game")
+        proc = setup.run(token, "--", "echo", "via-daemon")
+        assert (proc.returncode, proc.stdout) == (0, "via-daemon\n"), (proc, log.read_text())
+        tid = token.split(".")[0]
+        wait_for("the end record", lambda: [r["end"] for r in _audit(setup.state, tid)] != [None])
+        assert [r["site"] for r in _audit(setup.state, tid)] == ["daemon-under-test"]
+        ss = subprocess.run(["ss", "-lntupH"], capture_output=True, text=True, check=True).stdout
+        listening = [line.split()[4] for line in ss.splitlines() if f"pid={daemon.pid}," in line]
+        assert listening == [f"127.0.0.1:{metrics}"], ss
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, log.read_text()
