@@ -14,7 +14,7 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
     /cloudlet/ports/<name>                   [PortMapping, ...]
     /cloudlet/journal/<name>/<step-key>      {"step", "op", "id", "uid"?, "at", "by"?}
     /cloudlet/tokens/<token-id>              {"sha256", "cloudlet", "vm", "issued", "expires"}
-    /cloudlet/audit/<name>/<start>-<session> {"token", "cloudlet", "vm", "kind", "start", "end", ...}
+    /cloudlet/audit/<name>/<start>-<session> {"token", "cloudlet", "vm", "start", "end", ...}
 
 - ``desired`` is the operator's spec as a JSON document; its key's mod
   revision is the document's revision (what ``history`` and ``rollback --to``
