@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cloudlet.cmd import completion, helptext, schemacmd
+from cloudlet.cmd import completion, helptext, relaycmd, schemacmd
 from cloudlet.cmd import history as history_cmd
 from cloudlet.cmd import reconcile as reconcile_cmd
 from cloudlet.cmd.context import Context, lock_timeout
@@ -460,3 +460,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reconcile_cmd.register(add)
     completion.register(add)
     schemacmd.register(add)
+    relaycmd.register(add)

@@ -143,6 +143,38 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("cloudlet lb-agent --source openstack --runtime-dir /run/cloudlet-lb",),
         ("  0    stopped by SIGTERM or SIGINT (its daemons stopped too)", STATUS_ERROR),
     ),
+    "relay": (
+        ("cloudlet relay --listen 127.0.0.1:8443 --tls-cert relay.pem --tls-key relay.key",),
+        ("  0    stopped by SIGTERM or SIGINT", STATUS_ERROR + "; the port in use"),
+    ),
+    "relay-agent": (
+        ("cloudlet relay-agent --relay relay.example:8443 --tls-ca ca.pem",),
+        (
+            "  0    stopped by SIGTERM or SIGINT (a lost relay is dialled again, never an exit)",
+            STATUS_ERROR,
+        ),
+    ),
+    "token": (
+        ("cloudlet token issue edge-1 game --ttl 300   # printed once; the store keeps a hash",),
+        ("  0    issued", STATUS_ERROR + "; an unknown cloudlet"),
+    ),
+    "shell": (
+        (
+            "cloudlet shell edge-1 game --relay relay.example:8443 --token $T --tls-ca ca.pem",
+            "cloudlet shell edge-1 game --relay R --token $T -- ip addr   # one command",
+        ),
+        (
+            "  0    the remote shell or command exited 0 (else its status)",
+            STATUS_ERROR + "; the token refused (wrong, expired, another VM's)",
+        ),
+    ),
+    "logs": (
+        ("cloudlet logs edge-1 game -f --relay relay.example:8443 --token $T --tls-ca ca.pem",),
+        (
+            "  0    the log was printed (-f: until interrupted)",
+            STATUS_ERROR + "; the token refused",
+        ),
+    ),
     "completion": (
         (
             "cloudlet completion bash > /etc/bash_completion.d/cloudlet",

@@ -78,6 +78,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     daemon = Daemon(ctx.repo, provider_for, metrics, options, ownership=ownership)
     with ctx:
         server = _serve_metrics(args, metrics, daemon)
+        relay = _relay_agent(args, ctx, daemon)
         _stop_on_signals(daemon)
         log.info(
             "replica %s reconciling every %g s from %s",
@@ -89,10 +90,26 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         try:
             daemon.run()
         finally:
+            if relay is not None:
+                relay.stop.set()
             if server is not None:
                 server.shutdown()
                 server.server_close()
     return 0 if daemon.failure is None else 1
+
+
+def _relay_agent(args: argparse.Namespace, ctx: Context, daemon: Daemon) -> Any:
+    """With ``--relay``: the relay's site side in a thread (shell and logs
+    on this site's VMs, over a connection dialled out: ``cloudlet/relay``)."""
+    if not args.relay:
+        return None
+    from cloudlet.cmd.relaycmd import site_agent
+    from cloudlet.relay.site import agent_thread
+
+    agent = site_agent(args, ctx, "--relay-")
+    agent.stop = daemon.stop  # the daemon's shutdown stops it too
+    agent_thread(agent)
+    return agent
 
 
 def _serve_metrics(
@@ -121,6 +138,8 @@ def _stop_on_signals(daemon: Daemon) -> None:
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    from cloudlet.cmd.relaycmd import site_flags
+
     p = add("reconcile", cmd_reconcile, "daemon: keep every stored cloudlet converged")
     p.add_argument("--resync", type=float, default=60.0, help="seconds between drift checks")
     p.add_argument("--workers", type=int, default=4, help="cloudlets reconciled at once")
@@ -144,3 +163,4 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         default=10.0,
         help="seconds a dead replica's cloudlets stay owned before takeover",
     )
+    site_flags(p, "also serve shell and logs through this relay (dialled out)", prefix="--relay-")

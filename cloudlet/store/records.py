@@ -13,6 +13,8 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
     /cloudlet/observed/<name>                {"at", "revision", "objects": [...]}
     /cloudlet/ports/<name>                   [PortMapping, ...]
     /cloudlet/journal/<name>/<step-key>      {"step", "op", "id", "uid"?, "at", "by"?}
+    /cloudlet/tokens/<token-id>              {"sha256", "cloudlet", "vm", "issued", "expires"}
+    /cloudlet/audit/<name>/<start>-<session> {"token", "cloudlet", "vm", "start", "end", ...}
 
 - ``desired`` is the operator's spec as a JSON document; its key's mod
   revision is the document's revision (what ``history`` and ``rollback --to``
@@ -39,6 +41,11 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
   key (``phase:id``, or ``phase:id@uid`` for one observed copy of several),
   percent-quoted; the value names the phase (``op``), the resource ``id``
   and, for a step on an existing object, that object's ``uid``.
+
+- ``tokens`` are the relay's short-lived access tokens (``cloudlet/relay/tokens.py``):
+  only the SHA-256 of each token's secret is kept, so reading the store
+  grants no shell; ``audit`` is one record per relay session, written at its
+  start and again at its end (``cloudlet/relay/server.py``).
 
 No value holds a secret: documents, observations, port numbers and journal
 entries are all things an operator may print. Credentials stay with the
@@ -73,6 +80,8 @@ STATUS = f"{ROOT}/status/"
 PORTS = f"{ROOT}/ports/"
 OBSERVED = f"{ROOT}/observed/"
 JOURNAL = f"{ROOT}/journal/"
+TOKENS = f"{ROOT}/tokens/"
+AUDIT = f"{ROOT}/audit/"
 
 _CAS_ATTEMPTS = 16
 _converter = cattrs.Converter()
