@@ -40,6 +40,10 @@ system-deps:
 	  echo "installing systemd (its systemd-analyze checks contrib/cloudlet-reconcile.service offline)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null) \
 	  || echo "warning: could not install systemd; the unit file tests will fail"; }
+	@command -v zsh >/dev/null 2>&1 || { \
+	  echo "installing zsh (the tests load cloudlet completion zsh in a real zsh)"; \
+	  (apt-get -o DPkg::Lock::Timeout=900 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends zsh >/dev/null) \
+	  || echo "warning: could not install zsh; the zsh completion test will be skipped"; }
 	@command -v cloud-init >/dev/null 2>&1 || { \
 	  echo "installing cloud-init (its schema check validates cloudlet export onboard's user data)"; \
 	  ours=0; if [ ! -e /usr/sbin/policy-rc.d ]; then \

@@ -126,7 +126,9 @@ def test_bash_accepts_and_completes(script_file, tmp_path) -> None:  # type: ign
     ]
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed on this machine")
+@pytest.mark.skipif(
+    shutil.which("zsh") is None, reason="zsh is not installed (make system-deps installs it)"
+)
 def test_zsh_accepts(script_file) -> None:  # type: ignore[no-untyped-def]
     script = script_file("zsh")
     subprocess.run(["zsh", "-n", script], check=True)
