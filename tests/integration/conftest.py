@@ -208,3 +208,21 @@ def exposed_vms_spec(path: Path, name: str, vms: int, latency_ms: int, cidr: str
         + lines
     )
     return path
+
+
+def fake_object_count(state_dir: Path, name: str) -> int:
+    """Objects of cloudlet ``name`` in the simulated cloud, read without the
+    CLI (cheap enough to poll every few milliseconds); 0 before it exists."""
+    from cloudlet.providers.fake import FakeCloud
+
+    db = state_dir / "fake-cloud.db"
+    if not db.exists():
+        return 0
+    try:
+        cloud = FakeCloud(db)
+        try:
+            return len(cloud.list_objects(name))
+        finally:
+            cloud.close()
+    except Exception:  # the sync is still creating the schema
+        return 0

@@ -24,6 +24,7 @@ from conftest import (
     exposed_vms_spec,
     fake_ls,
     fake_ls_unknown,
+    fake_object_count,
     ok,
     plan_json,
     spawn,
@@ -48,21 +49,7 @@ def fresh_creates(spec: Path, tmp_path: Path) -> list[str]:
 
 
 def count_objects(state_dir: Path) -> int:
-    """Objects of the cloudlet in the simulated cloud, read without the CLI
-    (cheap enough to poll every few milliseconds)."""
-    from cloudlet.providers.fake import FakeCloud
-
-    db = state_dir / "fake-cloud.db"
-    if not db.exists():
-        return 0
-    try:
-        cloud = FakeCloud(db)
-        try:
-            return len(cloud.list_objects(NAME))
-        finally:
-            cloud.close()
-    except Exception:  # the sync is still creating the schema
-        return 0
+    return fake_object_count(state_dir, NAME)
 
 
 def kill_when(

@@ -29,6 +29,7 @@ from conftest import (
     duplicates,
     exposed_vms_spec,
     fake_ls,
+    fake_object_count,
     ok,
     plan_json,
     spawn,
@@ -45,20 +46,7 @@ def write_spec(path: Path, latency_ms: int) -> Path:
 
 
 def count_objects(state_dir: Path) -> int:
-    """Objects in the simulated cloud, read without the CLI (cheap to poll)."""
-    from cloudlet.providers.fake import FakeCloud
-
-    db = state_dir / "fake-cloud.db"
-    if not db.exists():
-        return 0
-    try:
-        cloud = FakeCloud(db)
-        try:
-            return len(cloud.list_objects(NAME))
-        finally:
-            cloud.close()
-    except Exception:  # the sync is still creating the schema
-        return 0
+    return fake_object_count(state_dir, NAME)
 
 
 def wait_for_objects(proc: subprocess.Popen[bytes] | subprocess.Popen[str], state: Path) -> None:
