@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from cloudlet.engine.report import SyncReport
     from cloudlet.engine.sync import Engine
     from cloudlet.model.spec import Cloudlet
+    from cloudlet.planner.binding import Binding
     from cloudlet.planner.saved import SavedPlan
 
 
@@ -93,6 +94,16 @@ def _check_flags(args: argparse.Namespace) -> bool:
     return asked
 
 
+def _run(
+    engine: Engine, cloudlet: Cloudlet, revision: int | None, approved: Binding | None = None
+) -> SyncReport:
+    """A file's spec (``revision`` None) is stored, then reconciled; a stored
+    cloudlet (``sync NAME``) is reconciled at its ``revision``."""
+    if revision is None:
+        return engine.sync(cloudlet, approved=approved)
+    return engine.reconcile(cloudlet, revision, approved=approved)
+
+
 def _sync_unasked(
     args: argparse.Namespace,
     engine: Engine,
@@ -106,10 +117,7 @@ def _sync_unasked(
     engine.listener = listener = _listener(args)
     if not caught.arm(engine.stop, listener.close):
         return None
-    if revision is None:
-        report = engine.sync(cloudlet)  # store, then reconcile
-    else:
-        report = engine.reconcile(cloudlet, revision)  # stored already
+    report = _run(engine, cloudlet, revision)
     listener.close()
     return report
 
@@ -153,10 +161,7 @@ def _sync_approved(
             return None
         engine.listener = listener = _listener(args, show_plan=False)
         caught.arm(engine.stop, listener.close)
-        if revision is None:
-            report = engine.sync(cloudlet, approved=bind(plan))
-        else:
-            report = engine.reconcile(cloudlet, revision, approved=bind(plan))
+        report = _run(engine, cloudlet, revision, bind(plan))
         listener.close()
         if report.steps or report.mismatch is None or report.unapproved is None:
             return report
