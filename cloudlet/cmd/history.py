@@ -112,8 +112,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CloudletError("export gateway needs FILE (the cloudlets' YAML file)")
 
         return cmd_export_gateway(args)
-    if args.run_dir is not None:
-        raise CloudletError("--run-dir applies to export gateway only")
+    for flag, value in (("--run-dir", args.run_dir), ("--stream-module", args.stream_module)):
+        if value is not None:
+            raise CloudletError(f"{flag} applies to export gateway only")
     import yaml
 
     from cloudlet.model.expand import expand
@@ -193,5 +194,11 @@ def register(add: Add) -> None:
         metavar="DIR",
         help="gateway: where nginx keeps its pid and temporary files"
         " (default: /run/cloudlet-gateway)",
+    )
+    p.add_argument(
+        "--stream-module",
+        metavar="PATH",
+        help="gateway, vsphere: nginx's stream module to load (default:"
+        " modules/ngx_stream_module.so; none: built in)",
     )
     onboardcmd.add_flags(p)

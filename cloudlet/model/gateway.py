@@ -2,9 +2,10 @@
 provider build on (one reading of ``platform.gateway`` for all three).
 
 An endpoint is the orchestrator's own URL for one service, as its catalogue lists it
-(``http://10.0.0.5:8774/v2.1``). The gateway serves it on ``address:port`` (the URL's own
-port unless ``ports`` names another) with the same path, so the engine's URL for a service
-is the internal one with only the scheme, host and port swapped for the gateway's.
+(``http://10.0.0.5:8774/v2.1``), or vCenter's SDK URL (``https://vc.internal/sdk``). The
+gateway serves it on ``address:port`` (the URL's own port unless ``ports`` names another)
+with the same path, so the engine's URL for a service is the internal one with only the
+host and port swapped for the gateway's (and, on OpenStack, the scheme: see ``gateway_url``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import attrs
 
 from cloudlet.model.spec import Gateway
 
-#: Service types the gateway forwards (Keystone's catalogue names). The engine uses
-#: identity, compute, network and image; the others are for what an operator adds.
-SERVICE_TYPES = (
+#: OpenStack's service types the gateway forwards (Keystone's catalogue names). The engine
+#: uses identity, compute, network and image; the others are for what an operator adds.
+OPENSTACK_SERVICES = (
     "identity",
     "compute",
     "network",
@@ -32,6 +33,19 @@ SERVICE_TYPES = (
     "object-store",
     "key-manager",
 )
+#: Service types by platform type. vSphere's one is vCenter's SDK endpoint: the provider
+#: speaks SOAP to it and nothing else (no datastore file transfer, NFC lease or guest
+#: operations URL, which vCenter would hand out with an ESXi host's name in them).
+SERVICE_TYPES: dict[str, tuple[str, ...]] = {
+    "openstack": OPENSTACK_SERVICES,
+    "vsphere": ("sdk",),
+}
+#: The endpoint each platform type cannot do without, and what it is.
+REQUIRED: dict[str, tuple[str, str]] = {
+    "openstack": ("identity", "keystone"),
+    "vsphere": ("sdk", "vCenter's https://HOST/sdk"),
+}
+KNOWN = frozenset(s for services in SERVICE_TYPES.values() for s in services)
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST_RE = re.compile(rf"(?=.{{1,253}}\Z){LABEL}(?:\.{LABEL})*")
@@ -91,10 +105,11 @@ def parse_endpoint(service: str, url: str) -> Endpoint | str:
 
 
 def endpoints(gateway: Gateway) -> list[Endpoint]:
-    """The usable endpoints, by service type (validation reports the others)."""
+    """The usable endpoints, by service type (validation reports the others, and those of
+    another platform type)."""
     out = []
     for service in sorted(gateway.endpoints):
-        if service not in SERVICE_TYPES:
+        if service not in KNOWN:
             continue
         parsed = parse_endpoint(service, gateway.endpoints[service])
         if isinstance(parsed, Endpoint):

@@ -43,8 +43,9 @@ class Gateway:
 
     #: The gateway's address as the engine's network reaches it (an IP address or a host name).
     address: str
-    #: The orchestrator's endpoints by service type (`identity`, `compute`, `network`,
-    #: `image`, ...), each its own URL as the service catalogue lists it; `identity` is required.
+    #: The orchestrator's endpoints by service type, each its own (internal) URL. openstack:
+    #: `identity` (required), `compute`, `network`, `image`, ..., as the service catalogue
+    #: lists them; vsphere: `sdk` (required), vCenter's `https://HOST/sdk`.
     endpoints: dict[str, str]
     #: The gateway's listen port by service type; unset: the port of the endpoint's URL.
     ports: dict[str, int] = attrs.field(factory=dict)
@@ -76,7 +77,7 @@ class Platform:
     cloud: str | None = None
     #: openstack: the external network (LB legs, router gateway, floating IPs); required.
     external_network: str | None = None
-    #: openstack: the gateway every API call goes through; unset: straight to the cloud.
+    #: openstack, vsphere: the gateway every API call goes through; unset: straight to the cloud.
     gateway: Gateway | None = None
     # vsphere
     #: vsphere: the datacenter's inventory name; required.

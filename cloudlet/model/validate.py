@@ -204,10 +204,11 @@ def _check_platform(c: _Checker) -> None:
             elif kind == platform.type and kind not in OPTIONAL_FIELDS and not value:
                 c.add(base, f"platform type {kind} requires {camel(field)}")
     if platform.gateway is not None:
-        if platform.type != "openstack":
-            c.add((*base, "gateway"), "gateway applies to platform type openstack")
+        if platform.type not in gw.SERVICE_TYPES:
+            kinds = " or ".join(gw.SERVICE_TYPES)
+            c.add((*base, "gateway"), f"gateway applies to platform type {kinds}")
         else:
-            _check_gateway(c, platform.gateway, (*base, "gateway"))
+            _check_gateway(c, platform.gateway, platform.type, (*base, "gateway"))
     if platform.type == "local" and platform.external_cidr is not None:
         _check_external_cidr(c, platform.external_cidr, (*base, "externalCidr"))
     if platform.type == "fake":
@@ -221,23 +222,13 @@ def _check_platform(c: _Checker) -> None:
             c.add((*base, "failureRate"), "must be in [0, 1)")
 
 
-def _check_gateway(c: _Checker, gateway: Gateway, base: Path) -> None:
-    """A gateway the renderer and the provider can use: an address, identity among
-    known services, URLs they can forward to, and one listen port per endpoint."""
+def _check_gateway(c: _Checker, gateway: Gateway, platform: str, base: Path) -> None:
+    """A gateway the renderer and the provider can use: an address, the platform's required
+    endpoint among its known services, URLs they can forward to, one listen port each."""
     problem = gw.host_problem(gateway.address)
     if problem:
         c.add((*base, "address"), problem)
-    if "identity" not in gateway.endpoints:
-        c.add((*base, "endpoints"), "the identity endpoint (keystone) is required")
-    for service, url in gateway.endpoints.items():
-        path: Path = (*base, "endpoints", service)
-        if service not in gw.SERVICE_TYPES:
-            hint = did_you_mean(service, gw.SERVICE_TYPES)
-            c.add(path, f"unknown service type {shown(service)}{hint}")
-            continue
-        parsed = gw.parse_endpoint(service, url)
-        if isinstance(parsed, str):
-            c.add(path, parsed)
+    _check_endpoints(c, gateway, platform, base)
     for i, cidr in enumerate(gateway.clients):
         problem = _cidr_problem(cidr)
         if problem:
@@ -259,6 +250,27 @@ def _check_gateway(c: _Checker, gateway: Gateway, base: Path) -> None:
                 f"port {port} is already the gateway's port for {first!r}"
                 " (name another in gateway.ports)",
             )
+
+
+def _check_endpoints(c: _Checker, gateway: Gateway, platform: str, base: Path) -> None:
+    """The platform's required endpoint is there; each is one of its services, at a URL
+    the gateway can forward to (another platform's service is named as such)."""
+    required, what = gw.REQUIRED[platform]
+    if required not in gateway.endpoints:
+        c.add((*base, "endpoints"), f"the {required} endpoint ({what}) is required")
+    services = gw.SERVICE_TYPES[platform]
+    for service, url in gateway.endpoints.items():
+        path: Path = (*base, "endpoints", service)
+        if service not in services:
+            hint = did_you_mean(service, services)
+            elsewhere = [p for p, known in gw.SERVICE_TYPES.items() if service in known]
+            if elsewhere and not hint:
+                hint = f" for platform type {platform} (it is {elsewhere[0]}'s)"
+            c.add(path, f"unknown service type {shown(service)}{hint}")
+            continue
+        parsed = gw.parse_endpoint(service, url)
+        if isinstance(parsed, str):
+            c.add(path, parsed)
 
 
 def _check_external_cidr(c: _Checker, value: str, path: Path) -> None:

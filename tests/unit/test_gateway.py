@@ -87,14 +87,15 @@ def test_a_gateway_loads_and_its_problems_are_located() -> None:
     ]
 
 
-def test_a_gateway_is_openstack_s_and_an_unknown_key_is_refused() -> None:
+def test_a_gateway_is_openstack_s_or_vsphere_s_and_an_unknown_key_is_refused() -> None:
     (line,) = problems(spec(GOOD.replace("clients:", "client:")))
     assert line == (
         "s.yaml:17:7: spec.platform.gateway: unknown field 'client' (did you mean 'clients'?)"
     )
-    on_vsphere = spec(type="vsphere").replace("    cloud: osci-demo\n", "")
-    assert "s.yaml:9:7: spec.platform.gateway: gateway applies to platform type openstack" in (
-        problems(on_vsphere)
+    on_local = spec(type="local").replace("    cloud: osci-demo\n", "")
+    assert (
+        "s.yaml:9:7: spec.platform.gateway: gateway applies to platform type openstack or vsphere"
+        in problems(on_local)
     )
 
 

@@ -6,6 +6,10 @@ Credentials come from the environment (``VSPHERE_HOST``, ``VSPHERE_USER``,
 environment winning. They never come from the spec, so a stored desired
 state holds no secret, and the password is kept out of every ``repr`` so a
 log line or a traceback cannot print it.
+
+With a ``platform.gateway`` the spec's ``sdk`` endpoint is vCenter's address (it names what
+the gateway forwards to, so the two cannot disagree): ``VSPHERE_HOST`` may then be left unset,
+and if set must name the same URL. Connections go to the gateway; TLS still checks vCenter.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import attrs
 import yaml
 
 from cloudlet.errors import ProviderError
-from cloudlet.model.spec import Platform
+from cloudlet.model import gateway as gw
+from cloudlet.model.spec import Gateway, Platform
 
 DEFAULT_CONFIG = Path("~/.config/cloudlet/vsphere.yaml")
 #: The documentation range: safe as a default that never routes anywhere.
@@ -49,6 +54,9 @@ class Endpoint:
     password: str = attrs.field(repr=False)
     insecure: bool = False
     ca_file: str | None = None
+    #: The gateway's address and port (platform.gateway): every connection goes there, while
+    #: TLS still verifies vCenter's certificate for ``host``; None: straight to ``host``.
+    via: tuple[str, int] | None = None
 
 
 @attrs.frozen
@@ -164,7 +172,23 @@ def _flavors(raw: Any) -> dict[str, tuple[int, int]]:
     return table
 
 
-def _endpoint(env: Mapping[str, str], data: Mapping[str, Any]) -> Endpoint:
+def _through(gateway: Gateway, host: str) -> tuple[tuple[str, int, str, str], tuple[str, int]]:
+    """vCenter as the gateway's ``sdk`` endpoint names it, and where the gateway listens for it;
+    a ``VSPHERE_HOST`` naming another vCenter is refused (which one would be meant?)."""
+    (sdk,) = [e for e in gw.endpoints(gateway) if e.service == "sdk"]  # validation saw to it
+    vcenter = (sdk.host, sdk.port, sdk.scheme, sdk.path or "/sdk")
+    if host and parse_host(host) != vcenter:
+        name, port, scheme, path = parse_host(host)
+        raise _missing(
+            f"the vCenter host (VSPHERE_HOST or the config file's host) is "
+            f"{scheme}://{gw.host_in_url(name)}:{port}{path} but the spec's "
+            f"platform.gateway.endpoints.sdk is {gateway.endpoints['sdk']}: with a gateway "
+            "vCenter's address is the sdk endpoint (leave the host unset, or make them agree)"
+        )
+    return vcenter, (gateway.address, gw.listen_port(gateway, sdk))
+
+
+def _endpoint(env: Mapping[str, str], data: Mapping[str, Any], gateway: Gateway | None) -> Endpoint:
     def pick(env_key: str, file_key: str) -> str:
         return str(env.get(env_key) or data.get(file_key) or "")
 
@@ -173,16 +197,21 @@ def _endpoint(env: Mapping[str, str], data: Mapping[str, Any]) -> Endpoint:
         pick("VSPHERE_USER", "user"),
         pick("VSPHERE_PASSWORD", "password"),
     )
-    absent = [n for n, v in (("host", host), ("user", user), ("password", password)) if not v]
+    given = (("host", host or gateway), ("user", user), ("password", password))
+    absent = [n for n, v in given if not v]
     if absent:
         raise _missing(
             f"no vCenter {', '.join(absent)}: set VSPHERE_HOST, VSPHERE_USER and "
             "VSPHERE_PASSWORD (or host/user/password in the VSPHERE_CONFIG file)"
         )
-    name, port, scheme, path = parse_host(host)
+    via = None
+    if gateway is None:
+        name, port, scheme, path = parse_host(host)
+    else:
+        (name, port, scheme, path), via = _through(gateway, host)
     insecure = pick("VSPHERE_INSECURE", "insecure").strip().lower() in _TRUE
     ca_file = pick("VSPHERE_CA_FILE", "caFile") or None
-    return Endpoint(name, port, scheme, path, user, password, insecure, ca_file)
+    return Endpoint(name, port, scheme, path, user, password, insecure, ca_file, via)
 
 
 def load_config(platform: Platform, env: Mapping[str, str] | None = None) -> VsphereConfig:
@@ -216,4 +245,4 @@ def load_config(platform: Platform, env: Mapping[str, str] | None = None) -> Vsp
         images={str(k): str(v) for k, v in (data.get("images") or {}).items()},
         task_timeout=float(data.get("taskTimeout") or 600.0),
     )
-    return VsphereConfig(_endpoint(env, data), site)
+    return VsphereConfig(_endpoint(env, data, platform.gateway), site)

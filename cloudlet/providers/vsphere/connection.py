@@ -4,6 +4,10 @@ pyVmomi's stub keeps a pool of HTTP connections and is safe to share across
 threads; what is not shared is the login, which happens lazily (so building
 a provider never touches the network) and again when vCenter reports the
 session expired (``NotAuthenticated``), as it does after idle time.
+
+Through a gateway (``Endpoint.via``) pyVmomi dials the gateway's address, and the TLS
+session, passed through by the gateway, ends at vCenter: the certificate is checked against
+vCenter's own name, which is also the SNI (``_NamedContext``), as if dialled directly.
 """
 
 from __future__ import annotations
@@ -19,6 +23,49 @@ from cloudlet.providers.vsphere.sdk import Disconnect, SmartConnect
 
 #: Seconds before a silent vCenter counts as a broken connection.
 HTTP_TIMEOUT = 120
+
+
+class _NamedContext(ssl.SSLContext):
+    """A client context that names ``server_name`` whatever host the socket was dialled to:
+    http.client passes the host it connected to (the gateway's address) as SNI and as the
+    name to verify, and vCenter's certificate names vCenter."""
+
+    server_name: str
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["server_hostname"] = self.server_name
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
+def _via_context(e: Endpoint) -> ssl.SSLContext:
+    """The TLS context through a gateway: verified as ``create_default_context`` would (the
+    CA file, else the system's), or not at all with ``insecure``; vCenter's name either way."""
+    context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.server_name = e.host
+    if e.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif e.ca_file:
+        context.load_verify_locations(cafile=e.ca_file)
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context
+
+
+def _target(e: Endpoint) -> tuple[str, int, dict[str, Any], str]:
+    """Where pyVmomi dials, its TLS options, and how a failure names the place."""
+    options: dict[str, Any] = {}
+    if e.via is not None:
+        host, port = e.via
+        if e.protocol == "https":
+            options["sslContext"] = _via_context(e)
+        return host, port, options, f"{e.host}:{e.port} via the gateway {host}:{port}"
+    if e.protocol == "https" and e.insecure:
+        options["disableSslCertValidation"] = True
+    elif e.protocol == "https":
+        # Verify even on loopback, where pyVmomi would silently skip it.
+        options["sslContext"] = ssl.create_default_context(cafile=e.ca_file)
+    return e.host, e.port, options, f"{e.host}:{e.port}"
 
 
 class Connection:
@@ -46,17 +93,12 @@ class Connection:
 
     def _login(self) -> None:
         e = self._endpoint
-        options: dict[str, Any] = {}
-        if e.protocol == "https" and e.insecure:
-            options["disableSslCertValidation"] = True
-        elif e.protocol == "https":
-            # Verify even on loopback, where pyVmomi would silently skip it.
-            options["sslContext"] = ssl.create_default_context(cafile=e.ca_file)
-        with translated(f"vsphere: login to {e.host}:{e.port}"):
+        host, port, options, where = _target(e)
+        with translated(f"vsphere: login to {where}"):
             self._si = SmartConnect(
                 protocol=e.protocol,
-                host=e.host,
-                port=e.port,
+                host=host,
+                port=port,
                 path=e.path,
                 user=e.user,
                 pwd=e.password,
