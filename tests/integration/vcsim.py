@@ -60,11 +60,15 @@ def ensure_built() -> Path:
 class Vcsim:
     """One running simulator process."""
 
-    def __init__(self, *, tls: bool = False) -> None:
+    def __init__(self, *, tls: bool = False, cert: tuple[Path, Path] | None = None) -> None:
+        """``tls``: https with httptest's built-in certificate (a 1024-bit key that OpenSSL
+        will not verify); ``cert``: https with this (certificate, key) pair of PEM files."""
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
+        pair = ["-tlscert", str(cert[0]), "-tlskey", str(cert[1])] if cert else []
         self.proc = subprocess.Popen(
             [str(ensure_built()), "-listen", "127.0.0.1:0", "-username", USER]
-            + (["-tls"] if tls else []),
+            + (["-tls"] if tls else [])
+            + pair,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -115,8 +119,8 @@ class Vcsim:
 
 
 @contextlib.contextmanager
-def running(*, tls: bool = False) -> Iterator[Vcsim]:
-    sim = Vcsim(tls=tls)
+def running(*, tls: bool = False, cert: tuple[Path, Path] | None = None) -> Iterator[Vcsim]:
+    sim = Vcsim(tls=tls, cert=cert)
     try:
         yield sim
     finally:
@@ -131,8 +135,10 @@ class OutOfBand:
     """pyVmomi straight at the simulator: the operator's console, not the provider."""
 
     def __init__(self, sim: Vcsim) -> None:
-        host, port = sim.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-        self.si = SmartConnect(protocol="http", host=host, port=int(port), user=USER, pwd=PASSWORD)
+        scheme, rest = sim.url.split("://", 1)
+        host, port = rest.split("/", 1)[0].rsplit(":", 1)
+        # https on 127.0.0.1: pyVmomi skips verification (this is the operator's console)
+        self.si = SmartConnect(protocol=scheme, host=host, port=int(port), user=USER, pwd=PASSWORD)
         self.content = self.si.RetrieveContent()
 
     def close(self) -> None:

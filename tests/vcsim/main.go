@@ -34,6 +34,8 @@ func main() {
 	user := flag.String("username", "user", "login user name")
 	pass := flag.String("password", envOr("VCSIM_PASSWORD", "pass"), "login password (default: $VCSIM_PASSWORD, else pass)")
 	useTLS := flag.Bool("tls", false, "serve https with a self-signed certificate")
+	certFile := flag.String("tlscert", "", "serve https with this PEM certificate (and -tlskey)")
+	keyFile := flag.String("tlskey", "", "the PEM private key of -tlscert")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -42,7 +44,16 @@ func main() {
 	}
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*user, *pass)}
 	if *useTLS {
+		// httptest's built-in certificate: a 1024-bit RSA key, which OpenSSL's
+		// default security level refuses to verify; -tlscert gives a real one.
 		model.Service.TLS = new(tls.Config)
+	}
+	if *certFile != "" {
+		pair, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			log.Fatalf("vcsim: loading -tlscert/-tlskey: %v", err)
+		}
+		model.Service.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	}
 	server := model.Service.NewServer()
 
