@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from etcd_server import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from store_contract import PATIENT, StoreCaps, StoreContract, concurrent_increments
+from testca import certificates
 
 import cloudlet
 from cloudlet.errors import CloudletError, FencedOut, LockTimeout
@@ -563,33 +563,8 @@ def test_password_is_never_shown(server: EtcdServer) -> None:
     store.close()
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def _certificates(d: Path) -> dict[str, str]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
-    if shutil.which("openssl") is None:
-        pytest.fail("the TLS test needs the openssl command: apt-get install openssl")
-    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    ca = ["-CA", d / "ca.crt", "-CAkey", d / "ca.key", "-CAcreateserial", "-days", "1"]
-    _openssl("req", "-x509", *new_key, "-keyout", d / "ca.key", "-out", d / "ca.crt", "-days", "1",
-             "-subj", "/CN=cloudlet-test-ca")  # fmt: skip
-    extensions = {
-        "server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        "client": "extendedKeyUsage=clientAuth\n",
-    }
-    for name, ext in extensions.items():
-        (d / f"{name}.ext").write_text(ext)
-        csr, crt = d / f"{name}.csr", d / f"{name}.crt"
-        _openssl("req", "-new", *new_key, "-keyout", d / f"{name}.key", "-out", csr,
-                 "-subj", f"/CN={name}")  # fmt: skip
-        _openssl("x509", "-req", "-in", csr, *ca, "-out", crt, "-extfile", d / f"{name}.ext")
-    return {p.name: str(p) for p in d.iterdir()}
-
-
 def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
-    f = _certificates(tmp_path)
+    f = certificates(tmp_path)
     private = EtcdServer(
         f"--cert-file={f['server.crt']}",
         f"--key-file={f['server.key']}",

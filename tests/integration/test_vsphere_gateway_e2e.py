@@ -2,8 +2,8 @@
 is the rendered nginx (``stream``, TLS passed through), in front of vcsim serving https.
 
 The namespace, its veth and nginx are gatewaynet.py's (shared with the OpenStack gateway test).
-vcsim serves https on 127.0.0.1 with a certificate the test makes (a CA and a leaf naming
-IP 127.0.0.1; httptest's built-in one has a 1024-bit key that OpenSSL refuses), so from the
+vcsim serves https on 127.0.0.1 with a certificate the test makes (testca.py: a CA and a leaf
+naming IP 127.0.0.1; httptest's built-in one has a 1024-bit key that OpenSSL refuses), so from the
 namespace its port is reachable only through nginx, on the host side of the veth, same port.
 
 What it shows: ``nginx -t`` accepts the rendered file; through the gateway the certificate the
@@ -27,7 +27,8 @@ from pathlib import Path
 import attrs
 import pytest
 from conftest import describe, ok
-from gatewaynet import EngineNet, engine_net, loopback_only, nginx, require_tools, run
+from gatewaynet import EngineNet, engine_net, loopback_only, nginx, require_tools
+from testca import certificates
 from vcsim import PASSWORD, USER, OutOfBand, Vcsim, running
 
 TIMEOUT = 300.0
@@ -79,32 +80,10 @@ class Tls:
     key: Path
 
 
-def _openssl(*args: str | Path) -> None:
-    done = run("openssl", *args, check=False)
-    assert done.returncode == 0, describe(done)
-
-
 def _make_tls(tmp: Path) -> Tls:
-    """A CA, and vCenter's certificate from it for IP 127.0.0.1 (RSA 2048, one day)."""
-    ca, ca_key, key, csr, cert = (
-        tmp / n for n in ("ca.pem", "ca.key", "vc.key", "vc.csr", "vc.pem")
-    )
-    _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
-        "-subj", "/CN=cloudlet test CA", "-days", "1",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
-    )  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=vc")
-    ext = tmp / "vc.ext"
-    ext.write_text(
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-    )
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-        "-out", cert, "-days", "1", "-extfile", ext,
-    )  # fmt: skip
-    return Tls(ca, cert, key)
+    """A CA, and vCenter's certificate from it for IP 127.0.0.1."""
+    made = certificates(tmp)
+    return Tls(Path(made["ca.crt"]), Path(made["server.crt"]), Path(made["server.key"]))
 
 
 @attrs.frozen
