@@ -128,6 +128,7 @@ soak: $(STAMP) system-deps vcsim
 bench: $(STAMP) vcsim dataplane-deps
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/daemon.py
 	$(BIN)/python bench/daemon_etcd.py
 	$(BIN)/python bench/vsphere.py

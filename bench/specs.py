@@ -78,3 +78,29 @@ def large() -> Cloudlet:
 def medium() -> Cloudlet:
     """About 500 resources."""
     return generated("bench-500", networks=4, clusters=4, nodes=11, vms=110, lbs=2)
+
+
+#: Resources one ``sized`` cluster (40 nodes: port, VM and k8s node each,
+#: a VIP and a listener) and one exposed VM (port, VM, listener) expand to.
+CLUSTER_RESOURCES, VM_RESOURCES, VMS_PER_CLUSTER = 122, 3, 5
+
+
+def sized(resources: int) -> Cloudlet:
+    """About ``resources`` resources in the same mix at every size (about
+    90 % cluster nodes, the rest exposed VMs, a network per 250 resources,
+    a shared LB per 2,500), so that figures at different sizes compare.
+    Cluster-heavy because a cluster is many resources from a few lines: the
+    100k spec stays under the loader's node budget (``MAX_NODES``)."""
+    unit = CLUSTER_RESOURCES + VMS_PER_CLUSTER * VM_RESOURCES
+    clusters = max(1, round(resources / unit))
+    networks = max(1, resources // 250)
+    lbs = max(2, resources // 2500)
+    rest = resources - clusters * CLUSTER_RESOURCES - 2 * networks - 4 * lbs - 1
+    return generated(
+        f"scale-{resources}",
+        networks=networks,
+        clusters=clusters,
+        nodes=40,
+        vms=max(0, rest // VM_RESOURCES),
+        lbs=lbs,
+    )

@@ -37,6 +37,8 @@ class _Builder:
         self.cloudlet = cloudlet
         self.spec = cloudlet.spec
         self.out: dict[str, Resource] = {}
+        #: By name, for the listeners: a scan per listener was quadratic (issue 13).
+        self.clusters = {c.name: c for c in cloudlet.spec.clusters}
 
     def policy_of(self, own: str | None) -> str:
         """An object's own drift policy, else the cloudlet's."""
@@ -197,7 +199,7 @@ def _vm(b: _Builder, vm: Vm) -> None:
 
 def _targets(b: _Builder, target: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The VMs a listener forwards to, and what must be ready before it."""
-    cluster = next((c for c in b.spec.clusters if c.name == target), None)
+    cluster = b.clusters.get(target)
     if cluster is None:
         return (f"vm/{target}",), (f"vm/{target}",)
     role, count = ("worker", cluster.workers) if cluster.workers else ("master", cluster.masters)

@@ -17,9 +17,13 @@ import attrs
 
 from cloudlet.model.expand import Expansion
 from cloudlet.model.kinds import BROKEN
-from cloudlet.model.resources import AttrValue, Observed
+from cloudlet.model.ports import PortMapping
+from cloudlet.model.resources import AttrValue, Observed, Resource
 from cloudlet.planner.diff import attr_changes, group_observed
 from cloudlet.store.records import SyncRecord
+
+#: The observation indexed by engine id, oldest copy first (``group_observed``).
+Have = Mapping[str, Sequence[Observed]]
 
 #: ``pending``: differs from the stored desired state only because that
 #: state is a revision not yet synced (it matches the last synced one).
@@ -112,8 +116,10 @@ def _state(rid: str, want: Mapping[str, object], objs: Sequence[Observed]) -> St
 
 def resource_states(expansion: Expansion, actual: Sequence[Observed]) -> list[ResourceState]:
     """One entry per desired or owned object: ready, drifted, missing or orphan."""
-    have = group_observed(actual)
-    want = expansion.by_id()
+    return _states(expansion.by_id(), group_observed(actual))
+
+
+def _states(want: Mapping[str, Resource], have: Have) -> list[ResourceState]:
     out: list[ResourceState] = []
     for rid in sorted(set(want) | set(have)):
         objs = have.get(rid, [])
@@ -141,12 +147,12 @@ def resource_states(expansion: Expansion, actual: Sequence[Observed]) -> list[Re
 
 
 def _pending(
-    states: Sequence[ResourceState], synced: Expansion | None, actual: Sequence[Observed]
+    states: Sequence[ResourceState], synced: Expansion | None, have: Have
 ) -> list[ResourceState]:
     """Mark ``pending`` what differs from the new desired state but matches
     ``synced``, the last synced revision's expansion (None: never synced,
     or that revision unreadable: every difference waits for the sync)."""
-    before = {r.id: r.state for r in resource_states(synced, actual)} if synced else {}
+    before = {r.id: r.state for r in _states(synced.by_id(), have)} if synced else {}
     return [
         attrs.evolve(r, state="pending")
         if r.state != "ready" and before.get(r.id, "ready") == "ready"
@@ -155,26 +161,36 @@ def _pending(
     ]
 
 
-def _public_addresses(expansion: Expansion, actual: Sequence[Observed]) -> dict[str, str | None]:
-    """Each LB's public address: the observed address of the object that carries it."""
-    want = expansion.by_id()
-    seen = {o.id: o for o in actual if o.id is not None}
+def _public_addresses(
+    mappings: Sequence[PortMapping], want: Mapping[str, Resource], have: Have
+) -> dict[str, str | None]:
+    """Each LB's public address: the observed address of the object that
+    carries it (of its last copy, if the cloud holds several). Once per LB,
+    from indexes built once per status: a lookup per port mapping that
+    re-indexed the expansion and scanned the observation made a 20k-resource
+    status quadratic (issue 13)."""
     out: dict[str, str | None] = {}
-    for m in expansion.port_mappings:
-        lb = want.get(f"lb/{m.load_balancer}")
-        carrier = seen.get(str(lb.attrs.get("address"))) if lb is not None else None
-        value = carrier.attrs.get("address") if carrier is not None else None
-        out[m.load_balancer] = None if value is None else str(value)
+    for name in dict.fromkeys(m.load_balancer for m in mappings):
+        lb = want.get(f"lb/{name}")
+        copies = have.get(str(lb.attrs.get("address")), []) if lb is not None else []
+        value = copies[-1].attrs.get("address") if copies else None
+        out[name] = None if value is None else str(value)
     return out
 
 
 def port_mappings(expansion: Expansion, actual: Sequence[Observed]) -> list[PortMappingStatus]:
-    ips = _public_addresses(expansion, actual)
+    return _mappings(expansion.port_mappings, expansion.by_id(), group_observed(actual))
+
+
+def _mappings(
+    mappings: Sequence[PortMapping], want: Mapping[str, Resource], have: Have
+) -> list[PortMappingStatus]:
+    ips = _public_addresses(mappings, want, have)
     return [
         PortMappingStatus(
             m.load_balancer, m.target, m.protocol, m.port, m.public_port, ips[m.load_balancer]
         )
-        for m in expansion.port_mappings
+        for m in mappings
     ]
 
 
@@ -253,11 +269,12 @@ def build_status(
     ``desired_revision`` newer than ``last_sync``'s revision, what matches
     ``synced`` (that revision's expansion) but not ``expansion`` is pending,
     not drift: the operator stored a change that no sync has made yet."""
-    resources = resource_states(expansion, actual)
+    want, have = expansion.by_id(), group_observed(actual)  # indexed once per status
+    resources = _states(want, have)
     if desired_revision is not None and (
         last_sync is None or last_sync.revision != desired_revision
     ):
-        resources = _pending(resources, synced, actual)
+        resources = _pending(resources, synced, have)
     drift = tuple(r.id for r in resources if r.state not in ("ready", "pending"))
     pending = tuple(r.id for r in resources if r.state == "pending")
     return Status(
@@ -266,7 +283,7 @@ def build_status(
         drift=drift,
         conditions=conditions(drift, last_sync, at, previous, pending),
         last_sync=last_sync,
-        port_mappings=tuple(port_mappings(expansion, actual)),
+        port_mappings=tuple(_mappings(expansion.port_mappings, want, have)),
         observed_at=at,
         desired_revision=desired_revision,
         pending=pending,

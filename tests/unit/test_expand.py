@@ -143,3 +143,33 @@ def test_each_resource_takes_the_drift_policy_of_the_spec_object_it_comes_from()
     assert heal <= set(res)
     for rid, r in res.items():
         assert r.policy == ("heal" if rid in heal else "report"), rid
+
+
+class _Walked(list):
+    """The spec's clusters, counting how often expansion walks them."""
+
+    walks = 0
+
+    def __iter__(self):
+        self.walks += 1
+        return super().__iter__()
+
+
+def test_listeners_find_their_cluster_without_walking_every_cluster():
+    """Issue 13: each listener scanned the clusters for its target, so
+    expansion grew with listeners x clusters. Counted, not timed: 40
+    exposed clusters and 40 exposed VMs walk the cluster list a fixed
+    number of times."""
+    import attrs as _attrs
+
+    from cloudlet.model.spec import Expose, PortSpec
+
+    c = cloudlet()
+    exposed = Expose("root", [PortSpec(6443)])
+    clusters = _Walked(Cluster(f"k{i}", "internal", 1, 1, expose=exposed) for i in range(40))
+    vms = [Vm(f"v{i}", "internal", expose=Expose("root", [PortSpec(443)])) for i in range(40)]
+    spec = _attrs.evolve(c.spec, clusters=clusters, vms=vms)
+    res = expand(_attrs.evolve(c, spec=spec)).by_id()
+    assert res["lb-listener/root.k7.tcp.6443"].attrs["targets"] == ("vm/k7.worker.0",)
+    assert res["lb-listener/root.v7.tcp.443"].attrs["targets"] == ("vm/v7",)
+    assert clusters.walks <= 4

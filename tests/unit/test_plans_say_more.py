@@ -10,11 +10,13 @@ from pathlib import Path
 from helpers import as_observed, cloudlet
 from rich.console import Console
 
-from cloudlet.cmd.byname import list_rows, offline_json, offline_plan
+from cloudlet.cmd.byname import list_rows, offline_json, offline_plan, synced_expansion
 from cloudlet.cmd.render import print_plan, print_status
+from cloudlet.model.codec import unstructure
 from cloudlet.model.expand import Expansion, expand
 from cloudlet.model.ports import PortMapping
 from cloudlet.model.resources import Observed, Resource
+from cloudlet.model.spec import Vm
 from cloudlet.planner import plan_actions
 from cloudlet.shepherd.codec import status_from_json, status_to_json
 from cloudlet.shepherd.status import AttrDiff, build_status
@@ -207,3 +209,20 @@ def test_list_rows_come_from_the_desired_and_sync_records(tmp_path: Path) -> Non
     )
     assert (b["desiredRevision"], b["syncedRevision"], b["lastSync"]) == (rev_b, None, None)
     assert (b["ready"], b["reason"]) == ("False", "Pending")
+
+
+def test_a_status_baseline_is_expanded_only_while_a_newer_revision_waits(
+    tmp_path: Path,
+) -> None:
+    """``status`` compares with the last synced revision only while a newer
+    one is stored; synced at the stored revision, it expands nothing more
+    (issue 13: the same revision expanded twice in every status)."""
+    repo = repo_in(tmp_path)
+    synced = cloudlet()
+    rev = repo.put_desired(synced.name, unstructure(synced), at=1.0)
+    repo.put_sync(synced.name, SyncRecord(rev, "converged", "converged", 2.0))
+    assert synced_expansion(repo, synced) is None
+    newer = cloudlet(vms=[Vm("game", "internal", image="game-v2")])
+    repo.put_desired(newer.name, unstructure(newer), at=3.0)
+    baseline = synced_expansion(repo, newer)
+    assert baseline is not None and baseline.resources == expand(synced).resources

@@ -3,6 +3,10 @@ JSON at the edges keeps DESIGN.md's shapes (extended, never broken)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from pytest import MonkeyPatch
+
 from cloudlet.model.expand import Expansion
 from cloudlet.model.ports import PortMapping
 from cloudlet.model.resources import Observed, Resource
@@ -72,3 +76,41 @@ def test_the_json_keeps_design_shapes_and_reads_back() -> None:
         data["conditions"][0]
     )
     assert status_from_json(data) == status
+
+
+class _Walks(list[Observed]):
+    """An observation that counts how often it is walked from the start."""
+
+    walks = 0
+
+    def __iter__(self) -> Iterator[Observed]:
+        self.walks += 1
+        return super().__iter__()
+
+
+def test_a_status_indexes_once_however_many_port_mappings(monkeypatch: MonkeyPatch) -> None:
+    """Issue 13: looking each mapping's LB up by re-indexing the expansion
+    and scanning the observation made status quadratic. Counted, not timed:
+    each expansion is indexed once per status, and the observation walked
+    a fixed number of times, with 400 mappings as with one."""
+    vms = [Resource(f"vm/app-{i}", {"flavor": "m1.small"}) for i in range(400)]
+    mappings = tuple(PortMapping("root", f"app-{i}", "tcp", 443, 10000 + i) for i in range(400))
+    expansion = Expansion("c", (*vms, LB, PORT), mappings)
+    synced = Expansion("c", (LB, PORT), ())
+    seen = _Walks([*(Observed(f"u{r.id}", r.id, "vm", dict(r.attrs), ()) for r in vms), *SEEN[1:]])
+    calls: list[int] = []
+    real = Expansion.by_id
+
+    def counted(self: Expansion) -> dict[str, Resource]:
+        calls.append(id(self))
+        return real(self)
+
+    monkeypatch.setattr(Expansion, "by_id", counted)
+    status = build_status(
+        expansion, seen, at=1.0, last_sync=SYNCED, desired_revision=4, synced=synced
+    )
+    assert sorted(calls) == sorted([id(expansion), id(synced)])  # each indexed once
+    assert seen.walks <= 2
+    assert len(status.port_mappings) == 400
+    assert {m.public_ip for m in status.port_mappings} == {"198.18.0.7"}
+    assert {r.state for r in status.resources} == {"ready"}
