@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cloudlet.cmd import helptext
 from cloudlet.cmd.context import Context
 from cloudlet.errors import CloudletError, NotFound
 
@@ -250,7 +251,11 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     site_flags(p, "the relay to dial out to")
     p = add("token", None, "issue relay tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    t = tsub.add_parser("issue", help="a token for one VM of a cloudlet, printed once")
+    t = tsub.add_parser(
+        "issue",
+        help="a token for one VM of a cloudlet, printed once",
+        formatter_class=helptext.Formatter,  # the defaults shown, as on the commands
+    )
     t.add_argument("name", metavar="NAME", help="the cloudlet's name")
     t.add_argument("vm", metavar="VM", help="the VM's name (game) or id (vm/game)")
     t.add_argument("--ttl", type=float, default=300.0, help="seconds the token is valid")
