@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,24 @@ CA_USAGE = {
     **dict.fromkeys([*_USAGES.split(), "encipher_only", "decipher_only"], False),
     **dict.fromkeys(["digital_signature", "key_cert_sign", "crl_sign"], True),
 }
+
+
+def two_vms(name: str, platform: str, cidr: str) -> str:
+    """A cloudlet of two VMs, ``game`` and ``chat``, on ``platform``."""
+    return textwrap.dedent(
+        f"""\
+        apiVersion: cloudlet/v1
+        kind: Cloudlet
+        metadata: {{name: {name}}}
+        spec:
+          platform: {{type: {platform}}}
+          dataPath: no-router
+          networks: [{{name: internal, cidr: {cidr}}}]
+          vms:
+            - {{name: game, network: internal}}
+            - {{name: chat, network: internal}}
+        """
+    )
 
 
 def _name(cn: str) -> x509.Name:

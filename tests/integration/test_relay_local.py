@@ -20,32 +20,29 @@ import signal
 import sqlite3
 import statistics
 import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from localsite import Site, _scrub, cli, host_state, ok
-from relaykit import Agent, Relay, SiteCA, argv, audit_records, env, free_port, make_cert, wait_for
+from relaykit import (
+    Agent,
+    Relay,
+    SiteCA,
+    argv,
+    audit_records,
+    env,
+    free_port,
+    make_cert,
+    two_vms,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 NAME = "relay-a"
-SPEC = textwrap.dedent(
-    f"""\
-    apiVersion: cloudlet/v1
-    kind: Cloudlet
-    metadata: {{name: {NAME}}}
-    spec:
-      platform: {{type: local}}
-      dataPath: no-router
-      networks: [{{name: internal, cidr: 10.62.0.0/24}}]
-      vms:
-        - {{name: game, network: internal}}
-        - {{name: chat, network: internal}}
-    """
-)
+SPEC = two_vms(NAME, "local", "10.62.0.0/24")
 
 
 class Setup:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,27 +19,21 @@ from typing import Any
 
 import pytest
 from conftest import cli
-from relaykit import Agent, Relay, SiteCA, argv, audit_records, env, free_port, make_cert, wait_for
+from relaykit import (
+    Agent,
+    Relay,
+    SiteCA,
+    argv,
+    audit_records,
+    env,
+    free_port,
+    make_cert,
+    two_vms,
+    wait_for,
+)
 
 SERVED, UNGRANTED = "relay-b", "relay-c"
 ON_FAKE = f"cloudlet: {SERVED} is on fake: shell and logs there need"
-
-
-def spec(name: str) -> str:
-    return textwrap.dedent(
-        f"""\
-        apiVersion: cloudlet/v1
-        kind: Cloudlet
-        metadata: {{name: {name}}}
-        spec:
-          platform: {{type: fake}}
-          dataPath: no-router
-          networks: [{{name: internal, cidr: 10.63.0.0/24}}]
-          vms:
-            - {{name: game, network: internal}}
-            - {{name: chat, network: internal}}
-        """
-    )
 
 
 class Bench:
@@ -80,7 +73,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
     tmp = tmp_path_factory.mktemp("relay-sites")
     state = tmp / "state"
     for name in (SERVED, UNGRANTED):
-        (tmp / f"{name}.yaml").write_text(spec(name))
+        (tmp / f"{name}.yaml").write_text(two_vms(name, "fake", "10.63.0.0/24"))
         assert cli("sync", tmp / f"{name}.yaml", "--yes", state_dir=state).returncode == 0
     ca = SiteCA(tmp)
     relay = Relay(state, free_port(), *make_cert(tmp), tmp / "relay.log", ca.path)
