@@ -144,19 +144,31 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("  0    stopped by SIGTERM or SIGINT (its daemons stopped too)", STATUS_ERROR),
     ),
     "relay": (
-        ("cloudlet relay --listen 127.0.0.1:8443 --tls-cert relay.pem --tls-key relay.key",),
-        ("  0    stopped by SIGTERM or SIGINT", STATUS_ERROR + "; the port in use"),
+        (
+            "cloudlet relay --listen 127.0.0.1:8443 --tls-cert relay.pem --tls-key relay.key "
+            "--site-ca site-ca.pem",
+        ),
+        (
+            "  0    stopped by SIGTERM or SIGINT",
+            STATUS_ERROR + "; no --site-ca (nor --insecure-unauthenticated-sites); the port in use",
+        ),
     ),
     "relay-agent": (
-        ("cloudlet relay-agent --relay relay.example:8443 --tls-ca ca.pem",),
+        (
+            "cloudlet relay-agent --relay relay.example:8443 --tls-ca ca.pem "
+            "--tls-cert site.pem --tls-key site.key",
+        ),
         (
             "  0    stopped by SIGTERM or SIGINT (a lost relay is dialled again, never an exit)",
             STATUS_ERROR,
         ),
     ),
     "token": (
-        ("cloudlet token issue edge-1 game --ttl 300   # printed once; the store keeps a hash",),
-        ("  0    issued", STATUS_ERROR + "; an unknown cloudlet"),
+        (
+            "cloudlet token issue edge-1 game --ttl 300   # printed once; the store keeps a hash",
+            "cloudlet token issue edge-1 game --sessions 3   # opens three sessions, not one",
+        ),
+        ("  0    issued", STATUS_ERROR + "; an unknown cloudlet, or VM of its spec"),
     ),
     "shell": (
         (
@@ -165,7 +177,7 @@ EPILOGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
         (
             "  0    the remote shell or command exited 0 (else its status)",
-            STATUS_ERROR + "; the token refused (wrong, expired, another VM's)",
+            STATUS_ERROR + "; the token refused (wrong, expired, another VM's, used)",
         ),
     ),
     "logs": (

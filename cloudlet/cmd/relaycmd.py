@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from cloudlet.cmd import helptext
 from cloudlet.cmd.context import Context
 from cloudlet.errors import CloudletError, NotFound
 
@@ -34,16 +35,21 @@ def _readable(path: str | None, flag: str) -> None:
 def cmd_relay(args: argparse.Namespace) -> int:
     import asyncio
 
-    from cloudlet.relay import server
+    from cloudlet.relay import server, siteauth
 
     host, port = address(args.listen, "--listen")
+    if args.site_ca is None and not args.insecure_unauthenticated_sites:
+        raise CloudletError(
+            "--site-ca CA is needed: the CA whose certificates sites must present "
+            "(--insecure-unauthenticated-sites lets any connection be a site)"
+        )
     for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         _readable(path, flag)
     _readable(args.site_ca, "--site-ca")
     logging.getLogger("cloudlet").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    ctx = server.server_context(args.tls_cert, args.tls_key, args.site_ca)
+    ctx = siteauth.server_context(args.tls_cert, args.tls_key, args.site_ca)
     with Context.from_args(args.state_dir, args.etcd) as cctx:
-        relay = server.Relay(cctx.repo.store, require_site_cert=args.site_ca is not None)
+        relay = server.Relay(cctx.repo.store, ctx, authenticate_sites=args.site_ca is not None)
 
         async def main() -> None:
             task = asyncio.current_task()
@@ -52,7 +58,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, task.cancel)
             try:
-                await server.serve(relay, host, port, ctx)
+                await server.serve(relay, host, port)
             except OSError as err:
                 raise CloudletError(f"--listen {host}:{port}: {err.strerror}") from None
 
@@ -97,17 +103,37 @@ def cmd_token_issue(args: argparse.Namespace) -> int:
     from cloudlet.relay.protocol import vm_id
 
     with Context.from_args(args.state_dir, args.etcd) as ctx:
-        if ctx.repo.get_desired(args.name) is None:
-            raise NotFound(f"no cloudlet named {args.name!r} in {ctx.where}")
+        vm = _stored_vm(ctx, args.name, vm_id(args.vm))
         token, text = tokens.issue(
-            ctx.repo.store, args.name, vm_id(args.vm), ttl=args.ttl, now=time.time()
+            ctx.repo.store, args.name, vm, ttl=args.ttl, now=time.time(), sessions=args.sessions
         )
     print(text)
+    plural = "" if token.sessions == 1 else "s"
     print(
-        f"token {token.id} for {token.cloudlet} {token.vm}, valid {args.ttl:g} s",
+        f"token {token.id} for {token.cloudlet} {token.vm}, valid {args.ttl:g} s "
+        f"for {token.sessions} session{plural}",
         file=sys.stderr,
     )
     return 0
+
+
+def _stored_vm(ctx: Context, name: str, vm: str) -> str:
+    """``vm`` if it is a VM of the stored cloudlet ``name``'s desired spec
+    (its VMs, its LBs' and its clusters' as the expansion makes them); else
+    NotFound naming the mistake."""
+    from cloudlet.model.expand import expand
+    from cloudlet.model.validate import NAME_RE
+
+    if not NAME_RE.fullmatch(name):
+        raise NotFound(f"no cloudlet named {name!r} in {ctx.where} (names match {NAME_RE.pattern})")
+    cloudlet = ctx.stored(name)
+    vms = sorted(
+        r.id for r in expand(cloudlet, ctx.repo.get_ports(name)).resources if r.kind == "vm"
+    )
+    if vm not in vms:
+        have = ", ".join(v.removeprefix("vm/") for v in vms) or "none"
+        raise NotFound(f"cloudlet {name} has no VM {vm.removeprefix('vm/')!r} (its VMs: {have})")
+    return vm
 
 
 def _user_flags(args: argparse.Namespace) -> tuple[tuple[str, int], str, Any]:
@@ -177,7 +203,8 @@ def site_flags(p: argparse.ArgumentParser, relay_help: str, prefix: str = "--tls
         f"{prefix}cert",
         dest="tls_cert",
         metavar="CERT",
-        help="this site's client certificate (for a relay run with --site-ca)",
+        help="this site's client certificate (signed by the relay's --site-ca, naming "
+        "its cloudlets as subjectAltName URIs cloudlet:NAME)",
     )
     p.add_argument(f"{prefix}key", dest="tls_key", metavar="KEY", help="that certificate's key")
     p.add_argument(
@@ -207,17 +234,37 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to serve TLS on")
     p.add_argument("--tls-cert", required=True, metavar="CERT", help="the relay's certificate")
     p.add_argument("--tls-key", required=True, metavar="KEY", help="its private key")
-    p.add_argument(
-        "--site-ca", metavar="CA", help="require sites to present a client certificate of this CA"
+    sites = p.add_mutually_exclusive_group()
+    sites.add_argument(
+        "--site-ca",
+        metavar="CA",
+        help="sites must present a client certificate of this CA naming their cloudlets "
+        "(subjectAltName URI cloudlet:NAME); needed unless --insecure-unauthenticated-sites",
+    )
+    sites.add_argument(
+        "--insecure-unauthenticated-sites",
+        action="store_true",
+        help="let any connection register as a site and receive users' sessions "
+        "(a test bench only; logged as a warning)",
     )
     p = add("relay-agent", cmd_relay_agent, "the site side: keep a connection to the relay")
     site_flags(p, "the relay to dial out to")
     p = add("token", None, "issue relay tokens")
     tsub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    t = tsub.add_parser("issue", help="a token for one VM of a cloudlet, printed once")
+    t = tsub.add_parser(
+        "issue",
+        help="a token for one VM of a cloudlet, printed once",
+        formatter_class=helptext.Formatter,  # the defaults shown, as on the commands
+    )
     t.add_argument("name", metavar="NAME", help="the cloudlet's name")
     t.add_argument("vm", metavar="VM", help="the VM's name (game) or id (vm/game)")
     t.add_argument("--ttl", type=float, default=300.0, help="seconds the token is valid")
+    t.add_argument(
+        "--sessions",
+        type=int,
+        default=1,
+        help="sessions the token opens before it is used up (at most 100)",
+    )
     t.set_defaults(handler=cmd_token_issue)
     p = add("shell", cmd_shell, "a shell (or CMD) on a VM, through the relay")
     _user_side(p)

@@ -1,7 +1,8 @@
 """The relay's wire protocol: shell and log sessions to back-end VMs that
 accept no inbound connection (the architecture's EdgeTurn).
 
-Both sides dial out to the relay (``cloudlet relay``), over TLS; the relay
+Both sides dial out to the relay (``cloudlet relay``), over TLS, sites with
+a client certificate (``siteauth.py``), users with a token; the relay
 splices a user's connection to one the site opens for it, and never reads
 what flows between them once spliced.
 
@@ -10,12 +11,14 @@ answer from the relay (``{"ok": true}`` or ``{"ok": false, "error": "..."}``,
 the error one line, after which the relay closes)::
 
     site control   -> {"role": "site", "site": ID, "cloudlets": [NAME, ...]}
-                   <- {"ok": true}
+                   <- {"ok": true, "refused": [NAME, ...]}   (names its certificate
+                      does not grant, not served; the key only when there are some)
                    then, relay -> site, one line per session to open:
                       {"open": SID, "cloudlet", "vm", "kind", "cmd", "tty", "rows", "cols",
                        "follow", "term"}
                    and, site -> relay, every HEARTBEAT s: {"cloudlets": [NAME, ...]}
-                      (the names it serves now; a silent site is dropped after 3 beats)
+                      (the names it serves now; a silent site is dropped after 3 beats;
+                      a name its certificate does not grant is refused, unanswered)
     site data      -> {"role": "data", "session": SID}     (dialled per "open")
                    <- {"ok": true}
     user           -> {"role": "user", "token", "cloudlet", "vm", "kind", "cmd",
@@ -91,6 +94,8 @@ class Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
+        #: The relay's answer to this connection's hello (``dial``).
+        self.answer: dict[str, Any] = {}
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -227,4 +232,5 @@ def dial(address: tuple[str, int], ctx: ssl.SSLContext, hello: dict[str, Any]) -
     if not answer.get("ok"):
         conn.sock.close()
         raise CloudletError(f"relay refused: {answer.get('error', 'no reason given')}")
+    conn.answer = answer
     return conn

@@ -111,6 +111,12 @@ class SiteAgent:
                 continue
             wait = BACKOFF_FIRST
             log.info("registered with relay %s:%d as %s", *self.address, self.site_id)
+            if refused := conn.answer.get("refused"):
+                log.warning(
+                    "the relay refused to let this site serve %s: its certificate "
+                    "does not name them (cloudlet:NAME)",
+                    ", ".join(map(str, refused)),
+                )
             self.connected.set()
             try:
                 self._control(conn)

@@ -44,8 +44,10 @@ Key layout (``<name>`` is a cloudlet name, which never contains ``/``)::
 
 - ``tokens`` are the relay's short-lived access tokens (``cloudlet/relay/tokens.py``):
   only the SHA-256 of each token's secret is kept, so reading the store
-  grants no shell; ``audit`` is one record per relay session, written at its
-  start and again at its end (``cloudlet/relay/server.py``).
+  grants no shell, with the sessions it opened (taken by CAS); ``audit`` is
+  one record per relay session, written at its start and again at its end,
+  and one per refused attempt (``cloudlet/relay/audit.py``), under
+  ``audit/<cloudlet>/`` or ``audit/-/`` when it concerns none.
 
 No value holds a secret: documents, observations, port numbers and journal
 entries are all things an operator may print. Credentials stay with the

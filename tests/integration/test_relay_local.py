@@ -1,149 +1,61 @@
 """Shell and logs through the relay on a real ``local`` cloudlet (issue 12).
 
 One cloudlet of two VMs is synced for the module; a relay (``cloudlet
-relay``, TLS with a throwaway self-signed certificate made here) and the
-site side (``cloudlet relay-agent``, dialling out) run as real processes
+relay``, TLS with a throwaway self-signed certificate made here, sites
+authenticated by a site CA made here too) and the site side (``cloudlet
+relay-agent``, dialling out with a site certificate naming the cloudlet)
+run as real processes
 on 127.0.0.1; the user's ``cloudlet shell`` runs on a real pseudo-terminal.
 Needs root (namespaces); the host is left as it was (``localsite``).
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import pty
 import re
 import select
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from localsite import Site, _scrub, cli, host_state, ok
+from relaykit import (
+    Agent,
+    Relay,
+    SiteCA,
+    argv,
+    audit_records,
+    env,
+    free_port,
+    make_cert,
+    two_vms,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 NAME = "relay-a"
-SPEC = textwrap.dedent(
-    f"""\
-    apiVersion: cloudlet/v1
-    kind: Cloudlet
-    metadata: {{name: {NAME}}}
-    spec:
-      platform: {{type: local}}
-      dataPath: no-router
-      networks: [{{name: internal, cidr: 10.62.0.0/24}}]
-      vms:
-        - {{name: game, network: internal}}
-        - {{name: chat, network: internal}}
-    """
-)
-
-
-def make_cert(where: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (its own CA) and its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cloudlet test relay")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = where / "relay.pem", where / "relay.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def argv(state: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "cloudlet", "--state-dir", str(state), *args]
-
-
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CLOUDLET_")}
-
-
-def wait_for(what: str, check: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s"
-        time.sleep(0.05)
-
-
-class Relay:
-    """The relay process on ``port``, restartable."""
-
-    def __init__(self, state: Path, port: int, cert: Path, key: Path, log: Path) -> None:
-        self.state, self.port, self.cert, self.key, self.log = state, port, cert, key, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = ("relay", "--listen", f"127.0.0.1:{self.port}")
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                argv(self.state, *args, "--tls-cert", str(self.cert), "--tls-key", str(self.key)),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env(),
-            )  # fmt: skip
-        wait_for("the relay's port", self._accepts)
-
-    def _accepts(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
+SPEC = two_vms(NAME, "local", "10.62.0.0/24")
 
 
 class Setup:
-    def __init__(self, state: Path, relay: Relay, agent: subprocess.Popen[bytes], agent_log: Path):
-        self.state, self.relay, self.agent, self.agent_log = state, relay, agent, agent_log
+    def __init__(self, state: Path, relay: Relay, agent: Agent, ca: SiteCA) -> None:
+        self.state, self.relay, self.agent, self.ca = state, relay, agent, ca
         self.site = Site(state / "local", NAME)
 
     def registrations(self) -> int:
-        return self.agent_log.read_text().count("registered with relay")
+        return self.agent.registrations()
 
-    def token(self, vm: str, ttl: str = "300") -> str:
-        proc = ok(cli("token", "issue", NAME, vm, "--ttl", ttl, state_dir=self.state))
+    def token(self, vm: str, ttl: str = "300", sessions: str = "1") -> str:
+        args = ("token", "issue", NAME, vm, "--ttl", ttl, "--sessions", sessions)
+        proc = ok(cli(*args, state_dir=self.state))
         return proc.stdout.strip()
 
     def user(self, token: str, *args: str, kind: str = "shell", vm: str = "game") -> list[str]:
@@ -168,26 +80,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     state = tmp / "state"
     state.mkdir()
     before = host_state(state)
-    relay = Relay(state, free_port(), *make_cert(tmp), tmp / "relay.log")
-    agent: subprocess.Popen[bytes] | None = None
+    ca = SiteCA(tmp)
+    relay = Relay(state, free_port(), *make_cert(tmp), tmp / "relay.log", ca.path)
+    agent: Agent | None = None
     try:
         (tmp / "a.yaml").write_text(SPEC)
         ok(cli("sync", tmp / "a.yaml", "--yes", state_dir=state))
         relay.start()
-        agent_log = tmp / "agent.log"
-        with open(agent_log, "ab") as out:
-            agent = subprocess.Popen(
-                argv(state, "relay-agent", "--relay", f"127.0.0.1:{relay.port}",
-                     "--tls-ca", str(relay.cert), "--site-id", "site-under-test"),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env(),
-            )  # fmt: skip
-        s = Setup(state, relay, agent, agent_log)
+        site_cert = ca.site("site-under-test", NAME)
+        agent = Agent(state, relay, "site-under-test", tmp / "agent.log", site_cert)
+        s = Setup(state, relay, agent, ca)
         wait_for("the site's registration", lambda: s.registrations() >= 1)
         yield s
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            agent.wait(10)
+        if agent is not None:
+            agent.stop()
         relay.stop()
         cli("destroy", NAME, "--yes", state_dir=state)
         _scrub(state, [NAME])
@@ -261,7 +168,7 @@ def test_a_command_exit_status_and_streams_come_back(setup: Setup) -> None:
 
 
 def test_logs_print_and_follow_the_vm_backend_log(setup: Setup) -> None:
-    token = setup.token("game")
+    token = setup.token("game", sessions="2")  # one to print, one to follow
     record = setup.site.records.by_id("vm/game")
     assert record is not None
     path = setup.site.run_dir(record.uid) / "backend.log"
@@ -300,10 +207,19 @@ def test_a_token_that_does_not_fit_is_refused_in_one_line(setup: Setup, which: s
     assert len(lines) == 1 and lines[0].startswith("cloudlet: relay refused: token refused: ")
     assert why in lines[0], lines
     assert proc.stdout == ""
+    tid, secret = token.split(".")
+    [rec] = [r for r in _audit(setup.state, tid) if r["event"] == "refused"]
+    assert (rec["role"], rec["cloudlet"], rec["vm"], rec["kind"]) == (
+        "user",
+        NAME,
+        "vm/game",
+        "shell",
+    )
+    assert why in str(rec["reason"]) and secret not in json.dumps(rec)
 
 
 def test_the_site_side_accepts_no_inbound_connection(setup: Setup) -> None:
-    pid = setup.agent.pid
+    pid = setup.agent.proc.pid
     listening = subprocess.run(["ss", "-lntupH"], capture_output=True, text=True, check=True).stdout
     assert f"pid={pid}," not in listening, listening
     connected = subprocess.run(["ss", "-tnpH"], capture_output=True, text=True, check=True).stdout
@@ -313,9 +229,7 @@ def test_the_site_side_accepts_no_inbound_connection(setup: Setup) -> None:
 
 
 def _audit(state: Path, token_id: str) -> list[dict[str, object]]:
-    with sqlite3.connect(state / "state.db") as db:
-        rows = db.execute("SELECT value FROM kv WHERE key LIKE '/cloudlet/audit/relay-a/%'")
-        return [r for r in (json.loads(v) for (v,) in rows) if r["token"] == token_id]
+    return [r for r in audit_records(state, NAME) if r["token"] == token_id]
 
 
 def test_sessions_are_audited_in_the_store_and_the_relay_log(setup: Setup) -> None:
@@ -348,7 +262,7 @@ def test_a_relay_restart_is_survived(setup: Setup) -> None:
     wait_for("the site's reconnection", lambda: setup.registrations() > before)
     proc = setup.run(setup.token("game"), "--", "echo", "again")
     assert (proc.returncode, proc.stdout) == (0, "again\n"), proc
-    assert setup.agent.poll() is None  # the same site process
+    assert setup.agent.proc.poll() is None  # the same site process
 
 
 def test_the_daemon_serves_sessions_and_listens_on_its_metrics_port_only(
@@ -357,10 +271,12 @@ def test_the_daemon_serves_sessions_and_listens_on_its_metrics_port_only(
     """``cloudlet reconcile --relay``: the site side inside the daemon. Last
     in this file: it takes the cloudlet over from the relay-agent."""
     metrics, log = free_port(), tmp_path / "daemon.log"
+    cert, key = setup.ca.site("daemon-under-test", "relay-*")  # a pattern grants it too
     with open(log, "ab") as out:
         daemon = subprocess.Popen(
             argv(setup.state, "reconcile", "--metrics-port", str(metrics),
                  "--relay", f"127.0.0.1:{setup.relay.port}", "--relay-ca", str(setup.relay.cert),
+                 "--relay-cert", str(cert), "--relay-key", str(key),
                  "--relay-site-id", "daemon-under-test"),
             stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env(),
         )  # fmt: skip
